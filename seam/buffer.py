@@ -1,0 +1,153 @@
+"""Bounds-checked byte reader and writer with QUIC variable-length integers.
+
+Every ``pull_*`` raises :class:`seam.errors.ParseError` rather than
+``IndexError`` or ``struct.error``, so parsers can catch one exception type.
+Variable-length integers follow RFC 9000 section 16: the two high bits of the
+first byte give the length (1, 2, 4 or 8 bytes) and the value is at most
+2**62 - 1.
+"""
+
+from __future__ import annotations
+
+from seam.errors import ParseError
+
+VARINT_MAX = (1 << 62) - 1  # RFC 9000 section 16
+
+
+def varint_size(value: int) -> int:
+    """Number of bytes ``push_varint`` will use for ``value``."""
+    if value < 0x40:
+        return 1
+    if value < 0x4000:
+        return 2
+    if value < 0x4000_0000:
+        return 4
+    if value <= VARINT_MAX:
+        return 8
+    raise ValueError(f"varint out of range: {value}")
+
+
+def encode_varint(value: int) -> bytes:
+    """Encode ``value`` (0 <= value < 2**62) as a QUIC varint."""
+    if value < 0:
+        raise ValueError(f"varint out of range: {value}")
+    if value < 0x40:
+        return bytes((value,))
+    if value < 0x4000:
+        return (value | 0x4000).to_bytes(2, "big")
+    if value < 0x4000_0000:
+        return (value | 0x8000_0000).to_bytes(4, "big")
+    if value <= VARINT_MAX:
+        return (value | 0xC000_0000_0000_0000).to_bytes(8, "big")
+    raise ValueError(f"varint out of range: {value}")
+
+
+class Reader:
+    """A cursor over an immutable bytes-like object.
+
+    After a :class:`ParseError` the cursor position is unspecified; callers
+    discard the reader.
+    """
+
+    __slots__ = ("_data", "_pos", "_end")
+
+    def __init__(self, data: bytes | memoryview, start: int = 0, end: int | None = None) -> None:
+        self._data = data
+        self._pos = start
+        self._end = len(data) if end is None else end
+
+    @property
+    def position(self) -> int:
+        return self._pos
+
+    def remaining(self) -> int:
+        return self._end - self._pos
+
+    def eof(self) -> bool:
+        return self._pos >= self._end
+
+    def pull_bytes(self, length: int) -> bytes:
+        if length < 0 or self._pos + length > self._end:
+            raise ParseError(f"need {length} bytes, have {self._end - self._pos}")
+        start = self._pos
+        self._pos += length
+        return bytes(self._data[start : self._pos])
+
+    def pull_rest(self) -> bytes:
+        start = self._pos
+        self._pos = self._end
+        return bytes(self._data[start : self._end])
+
+    def pull_uint8(self) -> int:
+        if self._pos >= self._end:
+            raise ParseError("need 1 byte, have 0")
+        value = self._data[self._pos]
+        self._pos += 1
+        return value
+
+    def pull_uint16(self) -> int:
+        return int.from_bytes(self.pull_bytes(2), "big")
+
+    def pull_uint32(self) -> int:
+        return int.from_bytes(self.pull_bytes(4), "big")
+
+    def pull_uint64(self) -> int:
+        return int.from_bytes(self.pull_bytes(8), "big")
+
+    def pull_varint(self) -> int:
+        if self._pos >= self._end:
+            raise ParseError("truncated varint")
+        first = self._data[self._pos]
+        length = 1 << (first >> 6)
+        if self._pos + length > self._end:
+            raise ParseError("truncated varint")
+        value = first & 0x3F
+        for i in range(1, length):
+            value = (value << 8) | self._data[self._pos + i]
+        self._pos += length
+        return value
+
+    def pull_varint_bytes(self, limit: int) -> bytes:
+        """A varint length followed by that many bytes; the length must not exceed ``limit``."""
+        length = self.pull_varint()
+        if length > limit:
+            raise ParseError(f"length {length} exceeds limit {limit}")
+        return self.pull_bytes(length)
+
+
+class Writer:
+    """An append-only byte builder; ``data`` returns the bytes written so far."""
+
+    __slots__ = ("_buf",)
+
+    def __init__(self) -> None:
+        self._buf = bytearray()
+
+    def __len__(self) -> int:
+        return len(self._buf)
+
+    @property
+    def data(self) -> bytes:
+        return bytes(self._buf)
+
+    def push_bytes(self, value: bytes | bytearray | memoryview) -> None:
+        self._buf += value
+
+    def push_uint8(self, value: int) -> None:
+        self._buf.append(value)
+
+    def push_uint16(self, value: int) -> None:
+        self._buf += value.to_bytes(2, "big")
+
+    def push_uint32(self, value: int) -> None:
+        self._buf += value.to_bytes(4, "big")
+
+    def push_uint64(self, value: int) -> None:
+        self._buf += value.to_bytes(8, "big")
+
+    def push_varint(self, value: int) -> None:
+        self._buf += encode_varint(value)
+
+    def push_varint_bytes(self, value: bytes | bytearray | memoryview) -> None:
+        self._buf += encode_varint(len(value))
+        self._buf += value
