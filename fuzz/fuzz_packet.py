@@ -1,0 +1,27 @@
+"""Fuzz the packet header parser: arbitrary bytes parse or raise ParseError, nothing else."""
+
+from __future__ import annotations
+
+import sys
+
+from seam.errors import ParseError
+from seam.packet import parse_header
+
+
+def TestOneInput(data: bytes) -> None:
+    try:
+        parse_header(data)
+    except ParseError:
+        pass
+
+
+def main() -> None:
+    import atheris
+
+    atheris.instrument_all()
+    atheris.Setup(sys.argv, TestOneInput)
+    atheris.Fuzz()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""The trio shell around the sans-IO core: sockets, timers and streams."""

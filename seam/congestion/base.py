@@ -1,0 +1,63 @@
+"""The congestion-controller plug-in interface and its name registry."""
+
+from __future__ import annotations
+
+import abc
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
+
+if TYPE_CHECKING:
+    from seam.recovery import RttEstimator, SentPacket
+
+K_MINIMUM_WINDOW_PACKETS = 2  # RFC 9002 section 7.2
+K_LOSS_REDUCTION_FACTOR = 0.5  # RFC 9002 section 7.2
+
+
+def initial_window(max_datagram_size: int) -> int:
+    """RFC 9002 section 7.2: min(10 * mds, max(14720, 2 * mds))."""
+    return min(10 * max_datagram_size, max(14720, 2 * max_datagram_size))
+
+
+class CongestionController(abc.ABC):
+    """Decides how many bytes may be in flight; fed by :class:`seam.recovery.LossRecovery`."""
+
+    name: ClassVar[str]
+
+    def __init__(self, *, max_datagram_size: int = 1200) -> None:
+        self.max_datagram_size = max_datagram_size
+        self.congestion_window = initial_window(max_datagram_size)
+        self.ssthresh: int | None = None
+        self.minimum_window = K_MINIMUM_WINDOW_PACKETS * max_datagram_size
+
+    def on_packet_sent(self, packet: SentPacket, bytes_in_flight: int, now: float) -> None:  # noqa: B027
+        """Optional hook; window-based controllers need nothing here."""
+
+    @abc.abstractmethod
+    def on_packets_acked(self, packets: list[SentPacket], now: float, rtt: RttEstimator) -> None: ...
+
+    @abc.abstractmethod
+    def on_packets_lost(self, packets: list[SentPacket], now: float, rtt: RttEstimator) -> None: ...
+
+    def pacing_rate(self, rtt: RttEstimator) -> float | None:
+        """Bytes per second to pace at, or None for no pacing."""
+        return None
+
+
+_REGISTRY: dict[str, type[CongestionController]] = {}
+C = TypeVar("C", bound=type[CongestionController])
+
+
+def register(cls: C) -> C:
+    _REGISTRY[cls.name] = cls
+    return cls
+
+
+def available() -> list[str]:
+    return sorted(_REGISTRY)
+
+
+def create(name: str, **kwargs: Any) -> CongestionController:
+    try:
+        cls = _REGISTRY[name]
+    except KeyError:
+        raise ValueError(f"unknown congestion controller {name!r}; choose one of {', '.join(available())}") from None
+    return cls(**kwargs)

@@ -1,0 +1,73 @@
+"""CUBIC (RFC 9438), in bytes; window arithmetic in segments as the RFC writes it."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from seam.congestion.base import CongestionController, register
+
+if TYPE_CHECKING:
+    from seam.recovery import RttEstimator, SentPacket
+
+C_CUBIC = 0.4  # RFC 9438 section 5.1
+BETA_CUBIC = 0.7  # RFC 9438 section 5.1
+ALPHA_CUBIC = 3 * (1 - BETA_CUBIC) / (1 + BETA_CUBIC)  # RFC 9438 section 5.8
+
+
+@register
+class Cubic(CongestionController):
+    name = "cubic"
+
+    def __init__(self, *, max_datagram_size: int = 1200) -> None:
+        super().__init__(max_datagram_size=max_datagram_size)
+        self._recovery_start = float("-inf")
+        self._epoch_start: float | None = None
+        self.w_max = 0.0  # segments
+        self.k = 0.0  # seconds
+        self._w_est = 0.0  # segments
+        self._cwnd_epoch = 0.0  # segments at the start of the epoch
+
+    def w_cubic(self, t: float) -> float:
+        """RFC 9438 equation 1: the window in segments, t seconds into the epoch."""
+        return C_CUBIC * (t - self.k) ** 3 + self.w_max
+
+    def on_packets_acked(self, packets: list[SentPacket], now: float, rtt: RttEstimator) -> None:
+        mds = self.max_datagram_size
+        for packet in packets:
+            if packet.time_sent <= self._recovery_start:
+                continue
+            if self.ssthresh is None or self.congestion_window < self.ssthresh:
+                self.congestion_window += packet.size  # slow start
+                continue
+            cwnd = self.congestion_window / mds
+            if self._epoch_start is None:
+                # Congestion avoidance entered without a loss (ssthresh from elsewhere).
+                self._epoch_start = now
+                self.w_max = cwnd
+                self.k = 0.0
+                self._w_est = cwnd
+            t = now - self._epoch_start
+            target = self.w_cubic(t + rtt.smoothed_rtt)
+            target = min(max(target, cwnd), 1.5 * cwnd)  # RFC 9438 section 4.2
+            acked_segments = packet.size / mds
+            self._w_est += ALPHA_CUBIC * acked_segments / cwnd  # RFC 9438 section 4.3
+            if self.w_cubic(t) < self._w_est:
+                new = self._w_est  # Reno-friendly region
+            else:
+                new = cwnd + (target - cwnd) / cwnd * acked_segments  # RFC 9438 section 4.4
+            self.congestion_window = max(int(new * mds), self.congestion_window)
+
+    def on_packets_lost(self, packets: list[SentPacket], now: float, rtt: RttEstimator) -> None:
+        if not packets or max(p.time_sent for p in packets) <= self._recovery_start:
+            return
+        self._recovery_start = now
+        mds = self.max_datagram_size
+        cwnd = self.congestion_window / mds
+        # RFC 9438 section 4.7: fast convergence.
+        self.w_max = cwnd * (1 + BETA_CUBIC) / 2 if cwnd < self.w_max else cwnd
+        new = max(cwnd * BETA_CUBIC, self.minimum_window / mds)
+        self.congestion_window = int(new * mds)
+        self.ssthresh = self.congestion_window
+        self.k = ((self.w_max - new) / C_CUBIC) ** (1 / 3) if self.w_max > new else 0.0  # RFC 9438 eq. 2
+        self._epoch_start = now
+        self._w_est = new

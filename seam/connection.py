@@ -1,0 +1,1132 @@
+"""The sans-IO Seam connection.
+
+Theory of operation
+-------------------
+A :class:`Connection` is fed datagrams (``receive_datagram``) and time
+(``handle_timer``), and is drained of datagrams (``datagrams_to_send``) and
+events (``next_event``). It never touches a socket or a clock.
+
+Lifecycle: a client starts in ``HELLO`` (sending HELLO until RETRY), moves to
+``HANDSHAKE`` (msg1 until msg2, then msg3), and is ``ESTABLISHED`` once msg3
+is written; it repeats msg3 until any DATA from the server arrives. A server
+connection is created by :class:`seam.admission.Admission` from a
+cookie-validated msg1, answers with msg2 and becomes ``ESTABLISHED`` on msg3.
+``close()`` moves to ``CLOSING`` (the CLOSE frame is sent once, in two
+packets), then ``CLOSED``; a peer CLOSE, the idle timeout or a protocol error
+move straight to ``CLOSED``. After ``CLOSED`` nothing is ever sent again.
+
+Receive rule: nothing a datagram says changes any state until its AEAD tag
+has been verified (handshake datagrams are authenticated by the handshake
+itself: a forged fragment can only fail the handshake AEAD, which is
+counted and otherwise ignored).
+
+Every peer-growable structure is bounded: reassembly by the flow-control
+windows, streams by ``max_concurrent_streams``, datagrams by
+``datagram_queue_size``, handshake fragments by the message length limit,
+ACK ranges by ``MAX_TRACKED_RANGES``.
+"""
+
+from __future__ import annotations
+
+import enum
+import os
+import random
+from collections import deque
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from seam import packet as pk
+from seam.buffer import varint_size
+from seam.config import SeamConfig
+from seam.congestion import create as create_congestion
+from seam.crypto import Cipher, PacketProtection, ReplayWindow
+from seam.errors import (
+    CryptoError,
+    ErrorCode,
+    HandshakeError,
+    LocalProtocolError,
+    ParseError,
+    RemoteProtocolError,
+)
+from seam.events import (
+    ConnectionTerminated,
+    DatagramReceived,
+    Event,
+    HandshakeCompleted,
+    PathMigrated,
+    StopSendingReceived,
+    StreamDataReceived,
+    StreamReset,
+)
+from seam.handshake import ClientHandshake, HandshakeResult, ServerHandshake
+from seam.identity import Identity, PublicKeys
+from seam.rangeset import RangeSet
+from seam.recovery import LossRecovery, SentPacket
+from seam.stream import FlowControlWindow, ReceiveStream, SendCredit, SendStream
+
+Address = tuple[str, int]
+
+HANDSHAKE_RETRANSMIT_INITIAL = 0.5  # seconds, doubled per retry, docs/protocol.md section 2
+MAX_TRACKED_RANGES = 64  # received-packet ranges kept for ACK frames
+MAX_ACK_RANGES_SENT = 32
+ACK_ELICITING_THRESHOLD = 2  # RFC 9000 13.2.2: ack at least every second ack-eliciting packet
+MAX_PACKET_NUMBER = (1 << 62) - 1  # docs/protocol.md 6.1: close before nonces could wrap
+PATH_CHALLENGE_ATTEMPTS = 3
+AMPLIFICATION_FACTOR = 3  # RFC 9000 8.1: at most 3x the bytes received on an unvalidated path
+MAX_PENDING_CONTROL = 4096  # queued control frames; a peer cannot grow this past it
+
+
+class State(enum.Enum):
+    HELLO = "hello"
+    HANDSHAKE = "handshake"
+    ESTABLISHED = "established"
+    CLOSING = "closing"
+    CLOSED = "closed"
+
+
+@dataclass(slots=True)
+class ConnectionStats:
+    """A snapshot of counters; ``dropped`` maps a drop reason to a count."""
+
+    smoothed_rtt: float
+    min_rtt: float
+    congestion_window: int
+    bytes_in_flight: int
+    bytes_sent: int
+    bytes_received: int
+    packets_sent: int
+    packets_received: int
+    packets_lost: int
+    packets_retransmitted: int
+    streams_open: int
+    key_generation: int
+    dropped: dict[str, int] = field(default_factory=dict)
+
+
+class _StreamState:
+    __slots__ = ("peer_max_data", "recv", "send", "stream_id")
+
+    def __init__(self, stream_id: int, config: SeamConfig) -> None:
+        self.stream_id = stream_id
+        self.send = SendStream(stream_id, max_buffer=config.stream_send_buffer)
+        self.recv = ReceiveStream(stream_id, window=config.stream_receive_window)
+        self.peer_max_data = config.stream_receive_window  # both ends use the same initial window
+
+
+class _Reassembly:
+    """Reassembles one handshake message from fragments, bounded by its declared length."""
+
+    __slots__ = ("buffer", "have", "total")
+
+    def __init__(self, total: int) -> None:
+        self.total = total
+        self.buffer = bytearray(total)
+        self.have = RangeSet()
+
+    def add(self, offset: int, data: bytes) -> bytes | None:
+        self.buffer[offset : offset + len(data)] = data
+        self.have.add(offset, offset + len(data))
+        if len(self.have) == 1 and self.have.bounds() == (0, self.total):
+            return bytes(self.buffer)
+        return None
+
+
+class Connection:
+    """One end of a Seam connection. See the module docstring."""
+
+    def __init__(
+        self,
+        *,
+        is_client: bool,
+        config: SeamConfig,
+        identity: Identity,
+        local_cid: bytes,
+        remote_cid: bytes,
+        peer_address: Address,
+        now: float,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.is_client = is_client
+        self.config = config
+        self.identity = identity
+        self.local_cid = local_cid
+        self.remote_cid = remote_cid
+        self.peer_address = peer_address
+        self.state = State.HELLO if is_client else State.HANDSHAKE
+        self._rng = rng or random.Random()
+        self._events: deque[Event] = deque()
+        self._out: list[tuple[bytes, Address]] = []
+        self._created = now
+        self._max_payload = config.max_datagram_size - pk.DATA_HEADER_LEN - pk.AEAD_TAG_LEN
+
+        # handshake
+        self._cookie = b""
+        self._client_hs: ClientHandshake | None = None
+        self._server_hs: ServerHandshake | None = None
+        self._hs_flight: list[bytes] = []
+        self._hs_retransmit_at: float | None = None
+        self._hs_backoff = HANDSHAKE_RETRANSMIT_INITIAL
+        self._hs_deadline = now + config.handshake_timeout
+        self._hs_reassembly: dict[int, _Reassembly] = {}
+        self._msg2_flight: list[bytes] = []
+        self._awaiting_server_data = False
+        self.peer_x25519: bytes | None = None
+        self.handshake_hash: bytes | None = None
+
+        # packet protection
+        self._tx: PacketProtection | None = None
+        self._tx_generation = 0
+        self._tx_generation_packets = 0
+        self._tx_generation_started = now
+        self._rx: PacketProtection | None = None
+        self._rx_next: PacketProtection | None = None
+        self._rx_previous: PacketProtection | None = None
+        self._rx_previous_until = 0.0
+        self._rx_generation = 0
+        self._rx_generation_first_pn = 0
+        self._replay = ReplayWindow()
+        self._next_pn = 0
+
+        # acknowledgements
+        self._received = RangeSet()
+        self._largest_received_time = 0.0
+        self._ack_eliciting_unacked = 0
+        self._ack_deadline: float | None = None
+
+        # recovery and congestion
+        self._recovery = LossRecovery(
+            congestion=create_congestion(config.congestion, max_datagram_size=config.max_datagram_size),
+            max_ack_delay=config.max_ack_delay,
+            initial_rtt=config.initial_rtt,
+        )
+        self._probes_owed = 0
+
+        # streams and flow control
+        self._streams: dict[int, _StreamState] = {}
+        self._send_ready: deque[int] = deque()
+        self._send_ready_set: set[int] = set()
+        self._next_local_stream_index = 0
+        self._peer_stream_limit = config.max_concurrent_streams  # streams we may open
+        self._local_stream_limit = config.max_concurrent_streams  # streams the peer may open
+        self._local_stream_limit_sent = config.max_concurrent_streams
+        self._peer_streams_closed = 0
+        self._highest_peer_stream_index = -1
+        self._conn_credit = SendCredit(config.connection_receive_window)
+        self._conn_window = FlowControlWindow(config.connection_receive_window)
+        self._control: deque[tuple[Any, ...]] = deque()
+        self._datagrams_out: deque[bytes] = deque()
+
+        # path and liveness
+        self._last_received = now
+        self._last_ack_eliciting_sent = now
+        self._path_validated = True
+        self._path_previous: Address | None = None
+        self._path_challenge: bytes | None = None
+        self._path_challenge_deadline: float | None = None
+        self._path_challenge_attempts = 0
+        self._path_bytes_received = 0
+        self._path_bytes_sent = 0
+        self._path_responses: deque[bytes] = deque(maxlen=4)
+        self._largest_authenticated_pn = -1
+
+        # closing
+        self._close_frame: bytes | None = None
+        self._handshake_done_pending = False
+        self._peer_confirmed = False
+
+        # counters
+        self._bytes_sent = 0
+        self._bytes_received = 0
+        self._packets_sent = 0
+        self._packets_received = 0
+        self._packets_retransmitted = 0
+        self._dropped: dict[str, int] = {}
+
+    # ------------------------------------------------------------ constructors
+
+    @classmethod
+    def connect(
+        cls,
+        *,
+        identity: Identity,
+        server_keys: PublicKeys,
+        peer_address: Address,
+        config: SeamConfig,
+        now: float,
+        rng: random.Random | None = None,
+    ) -> Connection:
+        """A client connection; its first datagram (HELLO) is ready at once."""
+        conn = cls(
+            is_client=True,
+            config=config,
+            identity=identity,
+            local_cid=os.urandom(pk.CID_LEN),
+            remote_cid=os.urandom(pk.CID_LEN),
+            peer_address=peer_address,
+            now=now,
+            rng=rng,
+        )
+        conn._server_keys = server_keys
+        conn._hs_flight = [pk.encode_hello(conn.remote_cid, conn.local_cid)]
+        conn._hs_retransmit_at = now  # send at once
+        return conn
+
+    @classmethod
+    def accept(
+        cls,
+        *,
+        identity: Identity,
+        config: SeamConfig,
+        local_cid: bytes,
+        remote_cid: bytes,
+        peer_address: Address,
+        message1: bytes,
+        now: float,
+        rng: random.Random | None = None,
+    ) -> Connection:
+        """A server connection for a cookie-validated, fully reassembled msg1.
+
+        Raises :class:`HandshakeError` if msg1 is invalid; the caller counts
+        that as a refusal and keeps no state.
+        """
+        conn = cls(
+            is_client=False,
+            config=config,
+            identity=identity,
+            local_cid=local_cid,
+            remote_cid=remote_cid,
+            peer_address=peer_address,
+            now=now,
+            rng=rng,
+        )
+        hs = ServerHandshake(identity, prologue=conn._prologue())
+        hs.read_message1(message1)
+        body = hs.write_message2()
+        conn._server_hs = hs
+        conn._msg2_flight = pk.encode_handshake_message(remote_cid, local_cid, b"", 2, body)
+        conn._out.extend((d, peer_address) for d in conn._msg2_flight)
+        return conn
+
+    _server_keys: PublicKeys
+
+    def _prologue(self) -> bytes:
+        client_cid, server_cid = (
+            (self.local_cid, self.remote_cid) if self.is_client else (self.remote_cid, self.local_cid)
+        )
+        return b"seam/1" + pk.VERSION.to_bytes(4, "big") + client_cid + server_cid
+
+    # ------------------------------------------------------------- public API
+
+    @property
+    def is_established(self) -> bool:
+        return self.state is State.ESTABLISHED
+
+    @property
+    def is_closed(self) -> bool:
+        return self.state is State.CLOSED
+
+    def next_event(self) -> Event | None:
+        return self._events.popleft() if self._events else None
+
+    def events(self) -> Iterator[Event]:
+        while self._events:
+            yield self._events.popleft()
+
+    def stats(self) -> ConnectionStats:
+        rtt = self._recovery.rtt
+        return ConnectionStats(
+            smoothed_rtt=rtt.smoothed_rtt,
+            min_rtt=rtt.min_rtt if rtt.has_sample else 0.0,
+            congestion_window=self._recovery.congestion.congestion_window,
+            bytes_in_flight=self._recovery.bytes_in_flight,
+            bytes_sent=self._bytes_sent,
+            bytes_received=self._bytes_received,
+            packets_sent=self._packets_sent,
+            packets_received=self._packets_received,
+            packets_lost=self._recovery.packets_lost,
+            packets_retransmitted=self._packets_retransmitted,
+            streams_open=len(self._streams),
+            key_generation=self._tx_generation,
+            dropped=dict(self._dropped),
+        )
+
+    def count_drop(self, reason: str) -> None:
+        self._dropped[reason] = self._dropped.get(reason, 0) + 1
+
+    # streams
+
+    def can_open_stream(self) -> bool:
+        return self._next_local_stream_index < self._peer_stream_limit
+
+    def open_stream(self) -> int:
+        """Allocate a new locally initiated stream id (no frame is sent until data or FIN)."""
+        if self.state is not State.ESTABLISHED:
+            raise LocalProtocolError("connection is not established")
+        if not self.can_open_stream():
+            raise LocalProtocolError("peer's stream limit reached")
+        stream_id = self._next_local_stream_index * 2 + (0 if self.is_client else 1)
+        self._next_local_stream_index += 1
+        self._streams[stream_id] = _StreamState(stream_id, self.config)
+        return stream_id
+
+    def stream_send_capacity(self, stream_id: int) -> int:
+        stream = self._streams.get(stream_id)
+        if stream is None or stream.send.is_reset:
+            return 0
+        return stream.send.capacity
+
+    def send_stream_data(self, stream_id: int, data: bytes, end_stream: bool = False) -> None:
+        stream = self._streams.get(stream_id)
+        if stream is None:
+            raise LocalProtocolError(f"stream {stream_id} is not open")
+        if data:
+            stream.send.write(data)
+        if end_stream:
+            stream.send.finish()
+        self._mark_send_ready(stream_id)
+
+    def stream_data_consumed(self, stream_id: int, nbytes: int) -> None:
+        """The application took ``nbytes`` delivered bytes: re-open flow-control credit."""
+        new_max = self._conn_window.on_consumed(nbytes)
+        if new_max is not None:
+            self._queue_control(("max_data",))
+        stream = self._streams.get(stream_id)
+        if stream is not None:
+            stream_max = stream.recv.on_consumed(nbytes)
+            if stream_max is not None:
+                self._queue_control(("max_stream_data", stream_id))
+
+    def reset_stream(self, stream_id: int, error_code: int) -> None:
+        stream = self._streams.get(stream_id)
+        if stream is None or stream.send.is_reset or stream.send.all_acked:
+            return
+        final_size = stream.send.reset(error_code)
+        self._queue_control(("reset", stream_id, error_code, final_size))
+        self._maybe_discard_stream(stream)
+
+    def stop_sending(self, stream_id: int, error_code: int) -> None:
+        stream = self._streams.get(stream_id)
+        if stream is None or stream.recv.is_finished:
+            return
+        self._queue_control(("stop", stream_id, error_code))
+
+    def send_datagram(self, data: bytes) -> bool:
+        """Queue an unreliable datagram; returns False (and counts it) if the queue is full."""
+        if len(data) > self.max_datagram_payload:
+            raise LocalProtocolError(
+                f"datagram of {len(data)} bytes exceeds the maximum of {self.max_datagram_payload}"
+            )
+        if len(self._datagrams_out) >= self.config.datagram_queue_size:
+            self.count_drop("datagram-queue-full")
+            return False
+        self._datagrams_out.append(data)
+        return True
+
+    @property
+    def max_datagram_payload(self) -> int:
+        return self._max_payload - 1 - varint_size(self._max_payload)
+
+    def close(self, error_code: int = ErrorCode.NO_ERROR, reason: str = "") -> None:
+        """Start closing: a CLOSE frame goes out with the next ``datagrams_to_send``."""
+        if self.state in (State.CLOSING, State.CLOSED):
+            return
+        if self._tx is None:
+            self._terminate(error_code, reason or "closed during handshake", by_peer=False)
+            return
+        self.state = State.CLOSING
+        self._close_frame = pk.encode_close(error_code, reason)
+        self._close_info = (error_code, reason)
+
+    _close_info: tuple[int, str] = (0, "")
+
+    # ---------------------------------------------------------------- receive
+
+    def receive_datagram(self, data: bytes, addr: Address, now: float) -> None:
+        """Process one datagram. Never raises: bad input is dropped and counted."""
+        if self.state is State.CLOSED:
+            return
+        try:
+            header = pk.parse_header(data)
+        except ParseError:
+            self.count_drop("malformed")
+            return
+        try:
+            if isinstance(header, pk.DataHeader):
+                self._receive_data(header, data, addr, now)
+            elif isinstance(header, pk.HandshakeFragment):
+                self._receive_handshake(header, addr, now)
+            elif isinstance(header, pk.Retry):
+                self._receive_retry(header, now)
+            else:
+                self.count_drop("unexpected-hello")
+        except RemoteProtocolError as exc:
+            self._fail(exc.code, str(exc))
+        except HandshakeError as exc:
+            self._handshake_failed(exc)
+
+    def _receive_retry(self, header: pk.Retry, now: float) -> None:
+        if self.state is not State.HELLO or header.dcid != self.local_cid:
+            self.count_drop("unexpected-retry")
+            return
+        self.remote_cid = header.scid
+        self._cookie = header.cookie
+        hs = ClientHandshake(
+            self.identity,
+            self._server_keys,
+            prologue=self._prologue(),
+            cipher=Cipher.from_name(self.config.cipher),
+        )
+        self._client_hs = hs
+        body = hs.write_message1()
+        self._hs_flight = pk.encode_handshake_message(self.remote_cid, self.local_cid, self._cookie, 1, body)
+        self.state = State.HANDSHAKE
+        self._hs_backoff = HANDSHAKE_RETRANSMIT_INITIAL
+        self._hs_retransmit_at = now  # send msg1 at once
+
+    def _reassemble(self, frag: pk.HandshakeFragment) -> bytes | None:
+        held = self._hs_reassembly.get(frag.message)
+        if held is None:
+            held = self._hs_reassembly[frag.message] = _Reassembly(frag.total_len)
+        elif held.total != frag.total_len:
+            self.count_drop("handshake-fragment-mismatch")
+            return None
+        return held.add(frag.offset, frag.data)
+
+    def _receive_handshake(self, frag: pk.HandshakeFragment, addr: Address, now: float) -> None:
+        if frag.dcid != self.local_cid:
+            self.count_drop("unknown-cid")
+            return
+        if self.is_client:
+            if frag.message != 2 or self.state is not State.HANDSHAKE or self._client_hs is None:
+                self.count_drop("unexpected-handshake")
+                return
+            message = self._reassemble(frag)
+            if message is None:
+                return
+            del self._hs_reassembly[2]
+            hs = self._client_hs
+            # A msg2 that fails (keys that do not match the pins, a bad tag)
+            # ends the handshake: the transcript is already spent.
+            hs.read_message2(message)
+            body = hs.write_message3()
+            self._hs_flight = pk.encode_handshake_message(
+                self.remote_cid, self.local_cid, self._cookie, 3, body
+            )
+            self._hs_backoff = HANDSHAKE_RETRANSMIT_INITIAL
+            self._hs_retransmit_at = now
+            self._install_keys(hs.result, now)
+            self._awaiting_server_data = True
+            return
+        # server
+        if frag.message == 1:
+            # The client did not hear msg2: repeat it once per msg1 attempt.
+            if frag.offset == 0 and self.state is State.HANDSHAKE:
+                self._out.extend((d, self.peer_address) for d in self._msg2_flight)
+            return
+        if frag.message != 3:
+            self.count_drop("unexpected-handshake")
+            return
+        if self.state is not State.HANDSHAKE:
+            # msg3 repeated: the client has not heard from us yet.
+            self._handshake_done_pending = True
+            return
+        message = self._reassemble(frag)
+        if message is None or self._server_hs is None:
+            return
+        del self._hs_reassembly[3]
+        result = self._server_hs.read_message3(message)
+        self._server_hs = None
+        self._msg2_flight = []
+        self._install_keys(result, now)
+        self._handshake_done_pending = True
+        self._peer_confirmed = True
+
+    def _install_keys(self, result: HandshakeResult, now: float) -> None:
+        send, recv = (
+            (result.client_to_server, result.server_to_client)
+            if self.is_client
+            else (result.server_to_client, result.client_to_server)
+        )
+        self._tx = PacketProtection.from_secret(result.cipher, send)
+        self._rx = PacketProtection.from_secret(result.cipher, recv)
+        self._tx_generation_started = now
+        self.peer_x25519 = result.peer_x25519
+        self.handshake_hash = result.handshake_hash
+        self.state = State.ESTABLISHED
+        self._last_received = now
+        self._events.append(HandshakeCompleted(result.peer_x25519, result.cipher.wire_name))
+
+    def _open(self, header: pk.DataHeader, data: bytes, now: float) -> tuple[bytes, int] | None:
+        """Decrypt with the key matching the packet's phase; returns (plaintext, generation)."""
+        assert self._rx is not None
+        head = data[: pk.DATA_HEADER_LEN]
+        body = data[pk.DATA_HEADER_LEN :]
+        pn = header.packet_number
+        if header.key_phase == self._rx_generation & 1:
+            key, generation = self._rx, self._rx_generation
+        elif pn < self._rx_generation_first_pn:
+            if self._rx_previous is None or now > self._rx_previous_until:
+                return None
+            key, generation = self._rx_previous, self._rx_generation - 1
+        else:
+            if self._rx_next is None:
+                self._rx_next = self._rx.next()
+            key, generation = self._rx_next, self._rx_generation + 1
+        try:
+            return key.open(pn, head, body), generation
+        except CryptoError:
+            return None
+
+    def _receive_data(self, header: pk.DataHeader, data: bytes, addr: Address, now: float) -> None:
+        if header.dcid != self.local_cid:
+            self.count_drop("unknown-cid")
+            return
+        if self._rx is None or self.state is State.CLOSING:
+            self.count_drop("not-ready")
+            return
+        pn = header.packet_number
+        if self._replay.is_duplicate_or_stale(pn):
+            self.count_drop("replay")
+            return
+        opened = self._open(header, data, now)
+        if opened is None:
+            self.count_drop("decrypt-failed")
+            return
+        # ---- authenticated from here on: state may change.
+        plaintext, generation = opened
+        self._replay.mark(pn)
+        if generation > self._rx_generation:
+            self._rotate_receive_key(pn, now)
+        self._packets_received += 1
+        self._bytes_received += len(data)
+        self._last_received = now
+        if self._awaiting_server_data:
+            self._awaiting_server_data = False
+            self._hs_flight = []
+            self._hs_retransmit_at = None
+            self._peer_confirmed = True
+        self._note_path(addr, pn, len(data), now)
+        try:
+            frames = pk.parse_frames(plaintext)
+        except ParseError as exc:
+            raise RemoteProtocolError(f"bad frame: {exc}", code=ErrorCode.FRAME_ENCODING_ERROR) from exc
+        ack_eliciting = False
+        for frame in frames:
+            if not isinstance(frame, pk.AckFrame | pk.CloseFrame):
+                ack_eliciting = True
+            self._handle_frame(frame, now)
+            if self.state is State.CLOSED:
+                return
+        self._received.add(pn, pn + 1)
+        while len(self._received) > MAX_TRACKED_RANGES:
+            self._received.pop_smallest()
+        if pn > self._largest_authenticated_pn:
+            self._largest_authenticated_pn = pn
+            self._largest_received_time = now
+        if ack_eliciting:
+            self._ack_eliciting_unacked += 1
+            if self._ack_deadline is None:
+                self._ack_deadline = now + self.config.max_ack_delay
+
+    def _rotate_receive_key(self, pn: int, now: float) -> None:
+        assert self._rx is not None and self._rx_next is not None
+        self._rx_previous = self._rx
+        self._rx_previous_until = now + 3 * self._pto_interval()
+        self._rx = self._rx_next
+        self._rx_next = None
+        self._rx_generation += 1
+        self._rx_generation_first_pn = pn
+        if self._tx_generation < self._rx_generation:
+            self._advance_send_key(now)
+
+    def _advance_send_key(self, now: float) -> None:
+        assert self._tx is not None
+        self._tx = self._tx.next()
+        self._tx_generation += 1
+        self._tx_generation_packets = 0
+        self._tx_generation_started = now
+
+    def _note_path(self, addr: Address, pn: int, size: int, now: float) -> None:
+        if addr == self.peer_address:
+            if not self._path_validated:
+                self._path_bytes_received += size
+            return
+        if pn <= self._largest_authenticated_pn:
+            return  # a reordered packet from an old path does not move us
+        # RFC 9000 9.3: follow the newest authenticated address, but validate it
+        # and send no more than 3x what it sent us until it answers.
+        self._path_previous = self.peer_address if self._path_validated else self._path_previous
+        self.peer_address = addr
+        self._path_validated = False
+        self._path_bytes_received = size
+        self._path_bytes_sent = 0
+        self._path_challenge = os.urandom(8)
+        self._path_challenge_attempts = 1
+        self._path_challenge_deadline = now + max(3 * self._pto_interval(), 0.2)
+        self._queue_control(("path_challenge",))
+        self._events.append(PathMigrated(addr))
+
+    def _handle_frame(self, frame: pk.Frame, now: float) -> None:
+        if isinstance(frame, pk.StreamFrame):
+            self._on_stream_frame(frame)
+        elif isinstance(frame, pk.AckFrame):
+            self._on_ack(frame, now)
+        elif isinstance(frame, pk.PingFrame):
+            pass
+        elif isinstance(frame, pk.MaxDataFrame):
+            self._conn_credit.update_limit(frame.maximum)
+            self._requeue_all_streams()
+        elif isinstance(frame, pk.MaxStreamDataFrame):
+            stream = self._stream_for_peer_frame(frame.stream_id)
+            if stream is not None and frame.maximum > stream.peer_max_data:
+                stream.peer_max_data = frame.maximum
+                self._mark_send_ready(stream.stream_id)
+        elif isinstance(frame, pk.MaxStreamsFrame):
+            self._peer_stream_limit = max(self._peer_stream_limit, frame.maximum)
+        elif isinstance(frame, pk.DatagramFrame):
+            self._events.append(DatagramReceived(frame.data))
+        elif isinstance(frame, pk.ResetStreamFrame):
+            stream = self._stream_for_peer_frame(frame.stream_id)
+            if stream is not None and not stream.recv.is_finished:
+                grown = stream.recv.on_reset(frame.final_size, frame.error_code)
+                self._conn_window.on_received(grown)
+                self._events.append(StreamReset(frame.stream_id, frame.error_code))
+                self._maybe_discard_stream(stream)
+        elif isinstance(frame, pk.StopSendingFrame):
+            stream = self._stream_for_peer_frame(frame.stream_id)
+            if stream is not None:
+                self._events.append(StopSendingReceived(frame.stream_id, frame.error_code))
+                self.reset_stream(frame.stream_id, frame.error_code)
+        elif isinstance(frame, pk.PathChallengeFrame):
+            self._path_responses.append(frame.data)
+        elif isinstance(frame, pk.PathResponseFrame):
+            if self._path_challenge is not None and frame.data == self._path_challenge:
+                self._path_validated = True
+                self._path_challenge = None
+                self._path_challenge_deadline = None
+                self._path_previous = None
+        elif isinstance(frame, pk.CloseFrame):
+            self._terminate(frame.error_code, frame.reason or "closed by peer", by_peer=True)
+        elif isinstance(frame, pk.HandshakeDoneFrame):
+            if not self.is_client:
+                raise RemoteProtocolError("HANDSHAKE_DONE from a client")
+
+    def _stream_for_peer_frame(self, stream_id: int) -> _StreamState | None:
+        """The stream a frame names, opening a peer stream implicitly; None if long gone."""
+        stream = self._streams.get(stream_id)
+        if stream is not None:
+            return stream
+        local = (stream_id & 1) == (0 if self.is_client else 1)
+        index = stream_id >> 1
+        if local:
+            if index >= self._next_local_stream_index:
+                raise RemoteProtocolError(
+                    f"frame for stream {stream_id} we never opened", code=ErrorCode.STREAM_STATE_ERROR
+                )
+            return None  # finished and discarded
+        if index <= self._highest_peer_stream_index:
+            return None  # finished and discarded
+        if index >= self._local_stream_limit:
+            raise RemoteProtocolError(
+                f"peer opened stream {stream_id} beyond the limit", code=ErrorCode.STREAM_LIMIT_ERROR
+            )
+        # Streams below ``index`` that the peer skipped are opened implicitly (RFC 9000 3.2).
+        for skipped in range(self._highest_peer_stream_index + 1, index + 1):
+            sid = skipped * 2 + (1 if self.is_client else 0)
+            self._streams[sid] = _StreamState(sid, self.config)
+        self._highest_peer_stream_index = index
+        return self._streams[stream_id]
+
+    def _on_stream_frame(self, frame: pk.StreamFrame) -> None:
+        stream = self._stream_for_peer_frame(frame.stream_id)
+        if stream is None:
+            return
+        recv = stream.recv
+        before = recv.highest_received
+        recv.on_frame(frame.offset, frame.data, frame.fin)
+        grown = recv.highest_received - before
+        if grown:
+            self._conn_window.on_received(grown)
+        data, end = recv.pull()
+        if data or end:
+            self._events.append(StreamDataReceived(frame.stream_id, data, end))
+            if end:
+                self._maybe_discard_stream(stream)
+
+    def _on_ack(self, frame: pk.AckFrame, now: float) -> None:
+        largest = frame.ranges[0][1]
+        if largest >= self._next_pn:
+            raise RemoteProtocolError("ACK of a packet never sent")
+        acked, lost = self._recovery.on_ack_received(frame.ranges, frame.ack_delay_us / 1e6, now)
+        for packet in acked:
+            self._on_packet_acked(packet)
+        self._on_packets_lost(lost)
+        if acked:
+            self._probes_owed = 0
+
+    def _on_packet_acked(self, packet: SentPacket) -> None:
+        for info in packet.frames:
+            kind = info[0]  # type: ignore[index]
+            if kind == "stream":
+                _, sid, offset, length, fin = info  # type: ignore[misc]
+                stream = self._streams.get(sid)
+                if stream is not None:
+                    stream.send.on_acked(offset, length, fin)
+                    self._maybe_discard_stream(stream)
+
+    def _on_packets_lost(self, lost: list[SentPacket]) -> None:
+        for packet in lost:
+            for info in packet.frames:
+                kind = info[0]  # type: ignore[index]
+                if kind == "stream":
+                    _, sid, offset, length, fin = info  # type: ignore[misc]
+                    stream = self._streams.get(sid)
+                    if stream is not None and not stream.send.is_reset:
+                        stream.send.on_lost(offset, length, fin)
+                        self._mark_send_ready(sid)
+                elif kind in ("max_data", "max_stream_data", "reset", "stop", "max_streams", "handshake_done"):
+                    if kind == "handshake_done":
+                        self._handshake_done_pending = True
+                    else:
+                        self._queue_control(info)  # type: ignore[arg-type]
+
+    def _maybe_discard_stream(self, stream: _StreamState) -> None:
+        send_done = stream.send.is_reset or stream.send.all_acked
+        if not (send_done and stream.recv.is_finished and stream.recv.fully_delivered):
+            return
+        del self._streams[stream.stream_id]
+        peer_initiated = (stream.stream_id & 1) == (1 if self.is_client else 0)
+        if peer_initiated:
+            self._peer_streams_closed += 1
+            self._local_stream_limit = self._peer_streams_closed + self.config.max_concurrent_streams
+            if self._local_stream_limit - self._local_stream_limit_sent >= self.config.max_concurrent_streams // 2:
+                self._queue_control(("max_streams",))
+
+    # ------------------------------------------------------------------- send
+
+    def _queue_control(self, info: tuple[Any, ...]) -> None:
+        if len(self._control) < MAX_PENDING_CONTROL:
+            self._control.append(info)
+        else:
+            self.count_drop("control-queue-full")
+
+    def _mark_send_ready(self, stream_id: int) -> None:
+        if stream_id not in self._send_ready_set:
+            self._send_ready_set.add(stream_id)
+            self._send_ready.append(stream_id)
+
+    def _requeue_all_streams(self) -> None:
+        for stream_id, stream in self._streams.items():
+            if stream.send.has_pending:
+                self._mark_send_ready(stream_id)
+
+    def _encode_control(self, info: tuple[Any, ...]) -> bytes | None:
+        kind = info[0]
+        if kind == "max_data":
+            return pk.encode_varints(pk.FrameType.MAX_DATA, (self._conn_window.current_max,))
+        if kind == "max_stream_data":
+            stream = self._streams.get(info[1])
+            if stream is None or stream.recv.is_finished:
+                return None
+            return pk.encode_varints(pk.FrameType.MAX_STREAM_DATA, (info[1], stream.recv.current_max_data))
+        if kind == "max_streams":
+            self._local_stream_limit_sent = self._local_stream_limit
+            return pk.encode_varints(pk.FrameType.MAX_STREAMS, (self._local_stream_limit,))
+        if kind == "reset":
+            return pk.encode_varints(pk.FrameType.RESET_STREAM, info[1:])
+        if kind == "stop":
+            stream = self._streams.get(info[1])
+            if stream is None or stream.recv.is_finished:
+                return None
+            return pk.encode_varints(pk.FrameType.STOP_SENDING, info[1:])
+        if kind == "path_challenge":
+            if self._path_challenge is None:
+                return None
+            return pk.encode_path(pk.FrameType.PATH_CHALLENGE, self._path_challenge)
+        raise AssertionError(kind)
+
+    def _pto_interval(self) -> float:
+        rtt = self._recovery.rtt
+        return rtt.smoothed_rtt + max(4 * rtt.rttvar, 0.001) + self.config.max_ack_delay
+
+    def _ack_frame(self, now: float) -> bytes | None:
+        if not self._received:
+            return None
+        ranges: list[tuple[int, int]] = []
+        for start, stop in reversed(list(self._received)):
+            ranges.append((start, stop - 1))
+            if len(ranges) >= MAX_ACK_RANGES_SENT:
+                break
+        delay_us = int(max(0.0, now - self._largest_received_time) * 1e6)
+        return pk.encode_ack(ranges, delay_us)
+
+    def _amplification_room(self) -> int:
+        if self._path_validated:
+            return 1 << 62
+        return AMPLIFICATION_FACTOR * self._path_bytes_received - self._path_bytes_sent
+
+    def datagrams_to_send(self, now: float) -> list[tuple[bytes, Address]]:
+        """Everything ready to go now, as ``(datagram, address)`` pairs."""
+        out = self._out
+        self._out = []
+        if self.state is State.CLOSED:
+            return out
+        if self._hs_retransmit_at is not None and now >= self._hs_retransmit_at:
+            out.extend((d, self.peer_address) for d in self._hs_flight)
+            self._hs_retransmit_at = now + self._hs_backoff
+            self._hs_backoff = min(self._hs_backoff * 2, 4.0)
+        if self._tx is None:
+            return out
+        if self.state is State.CLOSING:
+            self._send_close(out, now)
+            return out
+        if self._tx_generation_packets >= self.config.key_update_packets or (
+            now - self._tx_generation_started >= self.config.key_update_interval
+        ):
+            if self._rx_generation == self._tx_generation and self._peer_confirmed:
+                self._advance_send_key(now)
+        self._fill_packets(out, now)
+        return out
+
+    def _send_close(self, out: list[tuple[bytes, Address]], now: float) -> None:
+        assert self._close_frame is not None
+        for _ in range(2):  # twice, so one lost datagram does not leave the peer waiting
+            out.append((self._seal(self._close_frame, now), self.peer_address))
+        code, reason = self._close_info
+        self._terminate(code, reason or "closed", by_peer=False)
+
+    def _seal(self, payload: bytes, now: float) -> bytes:
+        assert self._tx is not None
+        pn = self._next_pn
+        if pn >= MAX_PACKET_NUMBER:
+            raise LocalProtocolError("packet number space exhausted")
+        self._next_pn = pn + 1
+        self._tx_generation_packets += 1
+        header = pk.encode_data_header(self._tx_generation & 1, self.remote_cid, pn)
+        if len(payload) < 4:  # keep the AEAD input long enough to be unremarkable
+            payload = payload + bytes(4 - len(payload))
+        datagram = header + self._tx.seal(pn, header, payload)
+        self._packets_sent += 1
+        self._bytes_sent += len(datagram)
+        return datagram
+
+    def _fill_packets(self, out: list[tuple[bytes, Address]], now: float) -> None:
+        recovery = self._recovery
+        max_payload = self._max_payload
+        budget_packets = 1024  # bound the work of one call
+        while budget_packets > 0:
+            budget_packets -= 1
+            if self._next_pn >= MAX_PACKET_NUMBER - 1:
+                self._fail(ErrorCode.AEAD_LIMIT_REACHED, "packet number space exhausted")
+                return
+            room = self._amplification_room()
+            if room < self.config.max_datagram_size:
+                return
+            probe = self._probes_owed > 0
+            cwnd_open = probe or recovery.can_send(self.config.max_datagram_size)
+            parts: list[bytes] = []
+            infos: list[object] = []
+            size = 0
+            ack_eliciting = False
+            ack_due = self._ack_eliciting_unacked >= ACK_ELICITING_THRESHOLD or (
+                self._ack_deadline is not None and now >= self._ack_deadline
+            )
+            ack = self._ack_frame(now) if (self._ack_eliciting_unacked or ack_due) else None
+            if ack is not None:
+                # Reserved now; kept below only if due or if it can ride along.
+                parts.append(ack)
+                size += len(ack)
+            while self._path_responses and size + 9 <= max_payload:
+                parts.append(pk.encode_path(pk.FrameType.PATH_RESPONSE, self._path_responses.popleft()))
+                size += 9
+                ack_eliciting = True
+            if cwnd_open:
+                if self._handshake_done_pending and not self.is_client:
+                    parts.append(pk.HANDSHAKE_DONE_BYTES)
+                    infos.append(("handshake_done",))
+                    size += 1
+                    ack_eliciting = True
+                    self._handshake_done_pending = False
+                while self._control and size + 64 <= max_payload:
+                    info = self._control.popleft()
+                    encoded = self._encode_control(info)
+                    if encoded is None:
+                        continue
+                    parts.append(encoded)
+                    infos.append(info)
+                    size += len(encoded)
+                    ack_eliciting = True
+                while self._datagrams_out:
+                    dgram = self._datagrams_out[0]
+                    encoded = pk.encode_datagram(dgram)
+                    if size + len(encoded) > max_payload:
+                        break
+                    self._datagrams_out.popleft()
+                    parts.append(encoded)
+                    size += len(encoded)
+                    ack_eliciting = True
+                size = self._fill_streams(parts, infos, size, max_payload)
+                ack_eliciting = ack_eliciting or bool(infos)
+                if probe and not ack_eliciting:
+                    parts.append(pk.PING_BYTES)
+                    size += 1
+                    ack_eliciting = True
+                if not ack_eliciting and now - self._last_ack_eliciting_sent >= self.config.keepalive_interval:
+                    parts.append(pk.PING_BYTES)
+                    size += 1
+                    ack_eliciting = True
+            if ack is not None:
+                if ack_eliciting or ack_due:
+                    self._ack_eliciting_unacked = 0
+                    self._ack_deadline = None
+                else:
+                    parts.pop(0)  # nothing to carry it and not yet due: keep waiting
+            if not parts:
+                return
+            datagram = self._seal(b"".join(parts), now)
+            if not self._path_validated:
+                self._path_bytes_sent += len(datagram)
+            out.append((datagram, self.peer_address))
+            if ack_eliciting:
+                if probe:
+                    self._probes_owed -= 1
+                self._last_ack_eliciting_sent = now
+                recovery.on_packet_sent(
+                    SentPacket(
+                        packet_number=self._next_pn - 1,
+                        time_sent=now,
+                        size=len(datagram),
+                        ack_eliciting=True,
+                        in_flight=True,
+                        frames=infos,
+                    ),
+                    now,
+                )
+            elif not cwnd_open:
+                return  # an ACK-only packet; nothing else may go until the window opens
+
+    def _fill_streams(self, parts: list[bytes], infos: list[object], size: int, max_payload: int) -> int:
+        ready = self._send_ready
+        ready_set = self._send_ready_set
+        rounds = len(ready)
+        while ready and rounds > 0 and max_payload - size > 16:
+            rounds -= 1
+            stream_id = ready[0]
+            stream = self._streams.get(stream_id)
+            if stream is None or stream.send.is_reset:
+                ready.popleft()
+                ready_set.discard(stream_id)
+                continue
+            send = stream.send
+            credit = min(stream.peer_max_data - send.highest_sent, self._conn_credit.available)
+            room = max_payload - size - pk.stream_frame_overhead(stream_id, send.highest_sent + (1 << 20), 65535)
+            if room <= 0:
+                break
+            before = send.highest_sent
+            chunk = send.next_frame(room, max(credit, 0))
+            if chunk is None:
+                ready.popleft()
+                ready_set.discard(stream_id)
+                continue
+            offset, data, fin = chunk
+            grown = send.highest_sent - before
+            if grown:
+                self._conn_credit.consume(grown)
+            if data and offset < before:
+                self._packets_retransmitted += 1
+            encoded = pk.encode_stream(stream_id, offset, data, fin)
+            parts.append(encoded)
+            infos.append(("stream", stream_id, offset, len(data), fin))
+            size += len(encoded)
+            if not send.has_pending or (send.highest_sent >= stream.peer_max_data and not send.has_retransmit):
+                ready.popleft()
+                ready_set.discard(stream_id)
+            else:
+                ready.rotate(-1)
+        return size
+
+    # ------------------------------------------------------------------ timers
+
+    def get_timer(self) -> float | None:
+        """The next time ``handle_timer`` must be called, or None."""
+        if self.state is State.CLOSED:
+            return None
+        timers: list[float] = []
+        if self.state in (State.HELLO, State.HANDSHAKE):
+            timers.append(self._hs_deadline)
+        if self._hs_retransmit_at is not None:
+            timers.append(self._hs_retransmit_at)
+        if self._tx is not None:
+            timers.append(self._last_received + self.config.idle_timeout)
+            timers.append(self._last_ack_eliciting_sent + self.config.keepalive_interval)
+            if self._ack_deadline is not None:
+                timers.append(self._ack_deadline)
+            loss = self._recovery.get_loss_detection_timer()
+            if loss is not None:
+                timers.append(loss)
+            if self._path_challenge_deadline is not None:
+                timers.append(self._path_challenge_deadline)
+        return min(timers) if timers else None
+
+    def handle_timer(self, now: float) -> None:
+        if self.state is State.CLOSED:
+            return
+        if self.state in (State.HELLO, State.HANDSHAKE) and now >= self._hs_deadline:
+            self._handshake_failed(
+                HandshakeError(
+                    f"no answer from {self.peer_address[0]}:{self.peer_address[1]} within "
+                    f"{self.config.handshake_timeout:g} s",
+                    reason="timeout",
+                )
+            )
+            return
+        if self._tx is None:
+            return
+        if now >= self._last_received + self.config.idle_timeout:
+            self._terminate(
+                ErrorCode.IDLE_TIMEOUT,
+                f"idle timeout: nothing heard from the peer for {self.config.idle_timeout:g} s",
+                by_peer=False,
+            )
+            return
+        loss = self._recovery.get_loss_detection_timer()
+        if loss is not None and now >= loss:
+            lost, probes = self._recovery.on_loss_detection_timeout(now)
+            self._on_packets_lost(lost)
+            self._probes_owed = max(self._probes_owed, probes)
+        if self._path_challenge_deadline is not None and now >= self._path_challenge_deadline:
+            if self._path_challenge_attempts < PATH_CHALLENGE_ATTEMPTS:
+                self._path_challenge_attempts += 1
+                self._path_challenge = os.urandom(8)
+                self._path_challenge_deadline = now + max(3 * self._pto_interval(), 0.2)
+                self._queue_control(("path_challenge",))
+            else:
+                self._path_challenge = None
+                self._path_challenge_deadline = None
+                if self._path_previous is not None:
+                    self.peer_address = self._path_previous
+                    self._path_previous = None
+                    self._path_validated = True
+
+    # ---------------------------------------------------------------- failure
+
+    def _fail(self, code: int, reason: str) -> None:
+        """An authenticated protocol violation: tell the peer, then stop."""
+        if self._tx is not None and self.state is State.ESTABLISHED:
+            self.state = State.CLOSING
+            self._close_frame = pk.encode_close(code, reason)
+            self._close_info = (code, reason)
+            self._send_close(self._out, self._last_received)
+        else:
+            self._terminate(code, reason, by_peer=False)
+
+    def _handshake_failed(self, exc: HandshakeError) -> None:
+        self._terminate(ErrorCode.PROTOCOL_VIOLATION, str(exc), by_peer=False, handshake_failure=exc.reason)
+
+    def _terminate(self, code: int, reason: str, *, by_peer: bool, handshake_failure: str | None = None) -> None:
+        if self.state is State.CLOSED:
+            return
+        self.state = State.CLOSED
+        self._hs_retransmit_at = None
+        self._events.append(ConnectionTerminated(code, reason, by_peer, handshake_failure))

@@ -1,0 +1,134 @@
+"""Packet protection: key schedule, AEAD, replay window, key update.
+
+Shaped like pyca/cryptography: classmethod constructors, explicit nonces
+and associated data, one exception type (:class:`CryptoError`) per failure.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import hmac
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM, ChaCha20Poly1305
+
+from seam.errors import CryptoError
+
+KEY_LEN = 32  # bytes, both ciphers
+IV_LEN = 12  # bytes, RFC 8439 / RFC 5116 nonce length
+LABEL_KEY = b"seam 1 key"
+LABEL_IV = b"seam 1 iv"
+LABEL_KEY_UPDATE = b"seam 1 ku"
+
+
+class Cipher(enum.IntEnum):
+    """Traffic AEADs, by the id carried in handshake msg1 (docs/protocol.md section 3)."""
+
+    CHACHA20_POLY1305 = 1
+    AES_256_GCM = 2
+
+    @property
+    def wire_name(self) -> str:
+        return _NAMES[self]
+
+    @classmethod
+    def from_name(cls, name: str) -> Cipher:
+        for cipher, cipher_name in _NAMES.items():
+            if cipher_name == name:
+                return cipher
+        raise ValueError(f"unknown cipher {name!r}; choose one of {', '.join(_NAMES.values())}")
+
+
+_NAMES = {Cipher.CHACHA20_POLY1305: "chacha20poly1305", Cipher.AES_256_GCM: "aes256gcm"}
+
+
+def hkdf_extract(salt: bytes, ikm: bytes) -> bytes:
+    """RFC 5869 section 2.2 with SHA-256."""
+    return hmac.digest(salt, ikm, hashlib.sha256)
+
+
+def hkdf_expand(secret: bytes, label: bytes, length: int) -> bytes:
+    """RFC 5869 section 2.3 with SHA-256; ``label`` is the info string."""
+    out = b""
+    block = b""
+    counter = 1
+    while len(out) < length:
+        block = hmac.digest(secret, block + label + bytes((counter,)), hashlib.sha256)
+        out += block
+        counter += 1
+    return out[:length]
+
+
+def next_secret(secret: bytes) -> bytes:
+    """The traffic secret of the next key generation (docs/protocol.md 6.1)."""
+    return hkdf_expand(secret, LABEL_KEY_UPDATE, 32)
+
+
+class PacketProtection:
+    """AEAD for one direction and one key generation."""
+
+    __slots__ = ("_aead", "_iv", "cipher", "secret")
+
+    def __init__(self, cipher: Cipher, secret: bytes) -> None:
+        self.cipher = cipher
+        self.secret = secret
+        key = hkdf_expand(secret, LABEL_KEY, KEY_LEN)
+        self._iv = int.from_bytes(hkdf_expand(secret, LABEL_IV, IV_LEN), "big")
+        self._aead: ChaCha20Poly1305 | AESGCM = (
+            ChaCha20Poly1305(key) if cipher == Cipher.CHACHA20_POLY1305 else AESGCM(key)
+        )
+
+    @classmethod
+    def from_secret(cls, cipher: Cipher, secret: bytes) -> PacketProtection:
+        return cls(cipher, secret)
+
+    def next(self) -> PacketProtection:
+        """The protection of the next key generation."""
+        return PacketProtection(self.cipher, next_secret(self.secret))
+
+    def seal(self, packet_number: int, header: bytes, plaintext: bytes) -> bytes:
+        nonce = (self._iv ^ packet_number).to_bytes(IV_LEN, "big")
+        return self._aead.encrypt(nonce, plaintext, header)
+
+    def open(self, packet_number: int, header: bytes, ciphertext: bytes) -> bytes:
+        nonce = (self._iv ^ packet_number).to_bytes(IV_LEN, "big")
+        try:
+            return self._aead.decrypt(nonce, ciphertext, header)
+        except InvalidTag:
+            raise CryptoError("packet authentication failed") from None
+
+
+class ReplayWindow:
+    """Which packet numbers were already accepted, over a sliding window.
+
+    ``is_duplicate_or_stale`` is a pure check; ``mark`` is called only after
+    a packet authenticated, so forged packets never move the window.
+    """
+
+    __slots__ = ("_bits", "largest", "size")
+
+    def __init__(self, size: int = 2048) -> None:
+        self.size = size
+        self.largest = -1
+        self._bits = 0  # bit i set: packet number (largest - i) was accepted
+
+    def is_duplicate_or_stale(self, packet_number: int) -> bool:
+        if packet_number > self.largest:
+            return False
+        offset = self.largest - packet_number
+        if offset >= self.size:
+            return True
+        return bool((self._bits >> offset) & 1)
+
+    def mark(self, packet_number: int) -> None:
+        if packet_number > self.largest:
+            shift = packet_number - self.largest
+            self._bits = ((self._bits << shift) | 1) & ((1 << self.size) - 1) if shift < self.size else 1
+            self.largest = packet_number
+        else:
+            self._bits |= 1 << (self.largest - packet_number)
+
+
+def constant_time_equal(a: bytes, b: bytes) -> bool:
+    return hmac.compare_digest(a, b)

@@ -1,0 +1,79 @@
+"""Events the sans-IO :class:`seam.connection.Connection` emits.
+
+Events are plain frozen records; the core never calls user code, so there is
+no re-entrancy and tests can compare events with ``==``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class HandshakeCompleted:
+    """Keys are established; ``peer_x25519`` is the peer's static public key."""
+
+    peer_x25519: bytes
+    cipher: str
+
+
+@dataclass(frozen=True, slots=True)
+class StreamDataReceived:
+    """In-order bytes for a stream; ``end_stream`` marks the peer's FIN.
+
+    The receiver must call ``Connection.stream_data_consumed`` once it has
+    handed the bytes on, which is what re-opens the flow-control window.
+    """
+
+    stream_id: int
+    data: bytes
+    end_stream: bool
+
+
+@dataclass(frozen=True, slots=True)
+class StreamReset:
+    """The peer abandoned its send side of the stream (RESET_STREAM)."""
+
+    stream_id: int
+    error_code: int
+
+
+@dataclass(frozen=True, slots=True)
+class StopSendingReceived:
+    """The peer will not read any more of what we send on the stream."""
+
+    stream_id: int
+    error_code: int
+
+
+@dataclass(frozen=True, slots=True)
+class DatagramReceived:
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class PathMigrated:
+    """Authenticated packets now come from ``address`` (NAT rebinding or a new network)."""
+
+    address: tuple[str, int]
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionTerminated:
+    """The connection is over; no datagram will be produced after this one."""
+
+    error_code: int
+    reason: str
+    by_peer: bool
+    handshake_failure: str | None = None  # HandshakeError.reason when the handshake never finished
+
+
+Event = (
+    HandshakeCompleted
+    | StreamDataReceived
+    | StreamReset
+    | StopSendingReceived
+    | DatagramReceived
+    | PathMigrated
+    | ConnectionTerminated
+)

@@ -1,0 +1,403 @@
+"""Packet header and frame codecs (docs/protocol.md sections 1, 6 and 7).
+
+Parsing functions take peer bytes and either return a value or raise
+:class:`seam.errors.ParseError`; they never raise anything else, which the
+fuzz harnesses in ``fuzz/`` check. Encoding functions trust their arguments.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from seam.buffer import Reader, encode_varint
+from seam.errors import ParseError
+
+VERSION = 0x5345_0001  # "SE" v1, docs/protocol.md section 1
+CID_LEN = 8
+MIN_HELLO_SIZE = 1200  # bytes; anti-amplification floor, docs/protocol.md 1.1
+MAX_HANDSHAKE_DATAGRAM = 1200  # bytes
+MAX_HANDSHAKE_MESSAGE = 8192  # bytes, reassembly bound
+MAX_COOKIE_LEN = 64
+DATA_HEADER_LEN = 1 + CID_LEN + 8  # type, dcid, packet number
+AEAD_TAG_LEN = 16
+MAX_REASON_LEN = 1024  # bytes of CLOSE reason we accept or send
+MAX_ACK_RANGES = 256  # ranges we accept in one ACK frame
+
+
+class PacketType(enum.IntEnum):
+    HELLO = 0x10
+    RETRY = 0x11
+    HANDSHAKE = 0x12
+    DATA_PHASE0 = 0x20
+    DATA_PHASE1 = 0x21
+
+
+class FrameType(enum.IntEnum):
+    PADDING = 0x00
+    PING = 0x01
+    ACK = 0x02
+    RESET_STREAM = 0x03
+    STOP_SENDING = 0x04
+    MAX_DATA = 0x05
+    MAX_STREAM_DATA = 0x06
+    MAX_STREAMS = 0x07
+    STREAM = 0x08
+    STREAM_FIN = 0x09
+    DATAGRAM = 0x0A
+    PATH_CHALLENGE = 0x0B
+    PATH_RESPONSE = 0x0C
+    CLOSE = 0x0D
+    HANDSHAKE_DONE = 0x0E
+
+
+# --------------------------------------------------------------------- headers
+
+
+@dataclass(frozen=True, slots=True)
+class Hello:
+    dcid: bytes
+    scid: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Retry:
+    dcid: bytes
+    scid: bytes
+    cookie: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class HandshakeFragment:
+    dcid: bytes
+    scid: bytes
+    cookie: bytes
+    message: int
+    total_len: int
+    offset: int
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class DataHeader:
+    key_phase: int
+    dcid: bytes
+    packet_number: int
+
+
+Header = Hello | Retry | HandshakeFragment | DataHeader
+
+
+def parse_header(datagram: bytes) -> Header:
+    """Decode the unencrypted part of a datagram.
+
+    For DATA packets only the 17-byte header is decoded; the ciphertext
+    starts at ``DATA_HEADER_LEN``.
+    """
+    if not datagram:
+        raise ParseError("empty datagram")
+    kind = datagram[0]
+    if kind in (PacketType.DATA_PHASE0, PacketType.DATA_PHASE1):
+        if len(datagram) < DATA_HEADER_LEN + AEAD_TAG_LEN:
+            raise ParseError("short DATA packet")
+        return DataHeader(
+            key_phase=kind & 1,
+            dcid=bytes(datagram[1 : 1 + CID_LEN]),
+            packet_number=int.from_bytes(datagram[1 + CID_LEN : DATA_HEADER_LEN], "big"),
+        )
+    reader = Reader(datagram, 1)
+    if kind not in (PacketType.HELLO, PacketType.RETRY, PacketType.HANDSHAKE):
+        raise ParseError(f"unknown packet type 0x{kind:02x}")
+    version = reader.pull_uint32()
+    if version != VERSION:
+        raise ParseError(f"unsupported version 0x{version:08x}")
+    dcid = reader.pull_bytes(CID_LEN)
+    scid = reader.pull_bytes(CID_LEN)
+    if kind == PacketType.HELLO:
+        return Hello(dcid=dcid, scid=scid)
+    cookie_len = reader.pull_uint8()
+    if cookie_len > MAX_COOKIE_LEN:
+        raise ParseError("cookie too long")
+    cookie = reader.pull_bytes(cookie_len)
+    if kind == PacketType.RETRY:
+        if not cookie:
+            raise ParseError("RETRY without cookie")
+        return Retry(dcid=dcid, scid=scid, cookie=cookie)
+    message = reader.pull_uint8()
+    total_len = reader.pull_uint16()
+    offset = reader.pull_uint16()
+    data = reader.pull_rest()
+    if message not in (1, 2, 3):
+        raise ParseError(f"unknown handshake message {message}")
+    if total_len == 0 or total_len > MAX_HANDSHAKE_MESSAGE:
+        raise ParseError("bad handshake message length")
+    if not data or offset + len(data) > total_len:
+        raise ParseError("handshake fragment out of range")
+    return HandshakeFragment(dcid, scid, cookie, message, total_len, offset, data)
+
+
+def _long_header(kind: PacketType, dcid: bytes, scid: bytes) -> bytearray:
+    out = bytearray((kind,))
+    out += VERSION.to_bytes(4, "big")
+    out += dcid
+    out += scid
+    return out
+
+
+def encode_hello(dcid: bytes, scid: bytes) -> bytes:
+    out = _long_header(PacketType.HELLO, dcid, scid)
+    out += bytes(MIN_HELLO_SIZE - len(out))
+    return bytes(out)
+
+
+def encode_retry(dcid: bytes, scid: bytes, cookie: bytes) -> bytes:
+    out = _long_header(PacketType.RETRY, dcid, scid)
+    out.append(len(cookie))
+    out += cookie
+    return bytes(out)
+
+
+def encode_handshake_message(
+    dcid: bytes, scid: bytes, cookie: bytes, message: int, body: bytes
+) -> list[bytes]:
+    """Split one handshake message into datagrams of at most 1200 bytes."""
+    head = _long_header(PacketType.HANDSHAKE, dcid, scid)
+    head.append(len(cookie))
+    head += cookie
+    head.append(message)
+    head += len(body).to_bytes(2, "big")
+    room = MAX_HANDSHAKE_DATAGRAM - len(head) - 2
+    out: list[bytes] = []
+    for offset in range(0, len(body), room):
+        out.append(bytes(head + offset.to_bytes(2, "big") + body[offset : offset + room]))
+    return out
+
+
+def encode_data_header(key_phase: int, dcid: bytes, packet_number: int) -> bytes:
+    return bytes((PacketType.DATA_PHASE0 | key_phase,)) + dcid + packet_number.to_bytes(8, "big")
+
+
+# ---------------------------------------------------------------------- frames
+
+
+@dataclass(frozen=True, slots=True)
+class PingFrame:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class AckFrame:
+    """``ranges`` are inclusive ``(smallest, largest)`` pairs, largest first."""
+
+    ranges: tuple[tuple[int, int], ...]
+    ack_delay_us: int
+
+
+@dataclass(frozen=True, slots=True)
+class ResetStreamFrame:
+    stream_id: int
+    error_code: int
+    final_size: int
+
+
+@dataclass(frozen=True, slots=True)
+class StopSendingFrame:
+    stream_id: int
+    error_code: int
+
+
+@dataclass(frozen=True, slots=True)
+class MaxDataFrame:
+    maximum: int
+
+
+@dataclass(frozen=True, slots=True)
+class MaxStreamDataFrame:
+    stream_id: int
+    maximum: int
+
+
+@dataclass(frozen=True, slots=True)
+class MaxStreamsFrame:
+    maximum: int
+
+
+@dataclass(frozen=True, slots=True)
+class StreamFrame:
+    stream_id: int
+    offset: int
+    data: bytes
+    fin: bool
+
+
+@dataclass(frozen=True, slots=True)
+class DatagramFrame:
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class PathChallengeFrame:
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class PathResponseFrame:
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class CloseFrame:
+    error_code: int
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class HandshakeDoneFrame:
+    pass
+
+
+Frame = (
+    PingFrame
+    | AckFrame
+    | ResetStreamFrame
+    | StopSendingFrame
+    | MaxDataFrame
+    | MaxStreamDataFrame
+    | MaxStreamsFrame
+    | StreamFrame
+    | DatagramFrame
+    | PathChallengeFrame
+    | PathResponseFrame
+    | CloseFrame
+    | HandshakeDoneFrame
+)
+
+_PING = PingFrame()
+_HANDSHAKE_DONE = HandshakeDoneFrame()
+
+
+def _parse_ack(reader: Reader) -> AckFrame:
+    largest = reader.pull_varint()
+    delay = reader.pull_varint()
+    count = reader.pull_varint()
+    if count > MAX_ACK_RANGES:
+        raise ParseError("too many ACK ranges")
+    first = reader.pull_varint()
+    if first > largest:
+        raise ParseError("ACK range below zero")
+    smallest = largest - first
+    ranges = [(smallest, largest)]
+    for _ in range(count):
+        gap = reader.pull_varint()
+        length = reader.pull_varint()
+        high = smallest - gap - 2
+        low = high - length
+        if low < 0:
+            raise ParseError("ACK range below zero")
+        ranges.append((low, high))
+        smallest = low
+    return AckFrame(tuple(ranges), delay)
+
+
+def parse_frames(payload: bytes) -> list[Frame]:
+    """Decode every frame of a decrypted payload (PADDING is skipped)."""
+    reader = Reader(payload)
+    frames: list[Frame] = []
+    append = frames.append
+    while not reader.eof():
+        kind = reader.pull_varint()
+        if kind == FrameType.STREAM or kind == FrameType.STREAM_FIN:
+            stream_id = reader.pull_varint()
+            offset = reader.pull_varint()
+            length = reader.pull_varint()
+            data = reader.pull_bytes(length)
+            if offset + length > (1 << 62) - 1:
+                raise ParseError("stream offset overflow")
+            append(StreamFrame(stream_id, offset, data, kind == FrameType.STREAM_FIN))
+        elif kind == FrameType.ACK:
+            append(_parse_ack(reader))
+        elif kind == FrameType.PADDING:
+            continue
+        elif kind == FrameType.PING:
+            append(_PING)
+        elif kind == FrameType.MAX_DATA:
+            append(MaxDataFrame(reader.pull_varint()))
+        elif kind == FrameType.MAX_STREAM_DATA:
+            append(MaxStreamDataFrame(reader.pull_varint(), reader.pull_varint()))
+        elif kind == FrameType.MAX_STREAMS:
+            append(MaxStreamsFrame(reader.pull_varint()))
+        elif kind == FrameType.DATAGRAM:
+            append(DatagramFrame(reader.pull_varint_bytes(65535)))
+        elif kind == FrameType.RESET_STREAM:
+            append(ResetStreamFrame(reader.pull_varint(), reader.pull_varint(), reader.pull_varint()))
+        elif kind == FrameType.STOP_SENDING:
+            append(StopSendingFrame(reader.pull_varint(), reader.pull_varint()))
+        elif kind == FrameType.PATH_CHALLENGE:
+            append(PathChallengeFrame(reader.pull_bytes(8)))
+        elif kind == FrameType.PATH_RESPONSE:
+            append(PathResponseFrame(reader.pull_bytes(8)))
+        elif kind == FrameType.CLOSE:
+            code = reader.pull_varint()
+            raw = reader.pull_varint_bytes(MAX_REASON_LEN)
+            append(CloseFrame(code, raw.decode("utf-8", errors="replace")))
+        elif kind == FrameType.HANDSHAKE_DONE:
+            append(_HANDSHAKE_DONE)
+        else:
+            raise ParseError(f"unknown frame type 0x{kind:x}")
+    return frames
+
+
+def encode_ack(ranges: Sequence[tuple[int, int]], ack_delay_us: int) -> bytes:
+    """Encode an ACK frame from inclusive ranges given largest first."""
+    largest_low, largest = ranges[0]
+    out = bytearray((FrameType.ACK,))
+    out += encode_varint(largest)
+    out += encode_varint(ack_delay_us)
+    out += encode_varint(len(ranges) - 1)
+    out += encode_varint(largest - largest_low)
+    smallest = largest_low
+    for low, high in ranges[1:]:
+        out += encode_varint(smallest - high - 2)
+        out += encode_varint(high - low)
+        smallest = low
+    return bytes(out)
+
+
+def stream_frame_overhead(stream_id: int, offset: int, length: int) -> int:
+    """Bytes a STREAM frame adds around ``length`` bytes of data."""
+    return 1 + len(encode_varint(stream_id)) + len(encode_varint(offset)) + len(encode_varint(length))
+
+
+def encode_stream(stream_id: int, offset: int, data: bytes, fin: bool) -> bytes:
+    return b"".join(
+        (
+            bytes((FrameType.STREAM_FIN if fin else FrameType.STREAM,)),
+            encode_varint(stream_id),
+            encode_varint(offset),
+            encode_varint(len(data)),
+            data,
+        )
+    )
+
+
+def encode_varints(kind: FrameType, values: Iterable[int]) -> bytes:
+    """A frame made of its type and a list of varints (MAX_DATA, RESET_STREAM, ...)."""
+    return bytes((kind,)) + b"".join(encode_varint(v) for v in values)
+
+
+def encode_datagram(data: bytes) -> bytes:
+    return bytes((FrameType.DATAGRAM,)) + encode_varint(len(data)) + data
+
+
+def encode_path(kind: FrameType, data: bytes) -> bytes:
+    return bytes((kind,)) + data
+
+
+def encode_close(error_code: int, reason: str) -> bytes:
+    raw = reason.encode("utf-8")[:MAX_REASON_LEN]
+    return bytes((FrameType.CLOSE,)) + encode_varint(error_code) + encode_varint(len(raw)) + raw
+
+
+PING_BYTES = bytes((FrameType.PING,))
+HANDSHAKE_DONE_BYTES = bytes((FrameType.HANDSHAKE_DONE,))

@@ -1,0 +1,356 @@
+"""Per-stream send and receive buffers, and connection-level flow control.
+
+Send side: a bytearray whose first byte sits at the lowest unacknowledged
+offset; acknowledged prefixes are freed, lost ranges are re-queued (without
+the parts acknowledged meanwhile) and sent before new data. Receive side:
+out-of-order data is held only where it is new, so duplicates and overlaps
+cannot make it grow, and never beyond the advertised window.
+"""
+
+from __future__ import annotations
+
+import heapq
+
+from seam.errors import ErrorCode, LocalProtocolError, RemoteProtocolError
+from seam.rangeset import RangeSet
+
+
+class SendStream:
+    """The sending half of a stream."""
+
+    __slots__ = (
+        "_acked",
+        "_base",
+        "_buffer",
+        "_fin_acked",
+        "_fin_lost",
+        "_fin_requested",
+        "_fin_sent",
+        "_lost",
+        "_written",
+        "highest_sent",
+        "is_reset",
+        "max_buffer",
+        "stream_id",
+    )
+
+    def __init__(self, stream_id: int, *, max_buffer: int = 1 << 20) -> None:
+        self.stream_id = stream_id
+        self.max_buffer = max_buffer
+        self._buffer = bytearray()
+        self._base = 0  # offset of _buffer[0]: everything below is acknowledged
+        self._written = 0  # offset one past the last byte written
+        self.highest_sent = 0  # offset one past the last byte ever sent
+        self._acked = RangeSet()  # acknowledged ranges above _base
+        self._lost = RangeSet()  # ranges to send again
+        self._fin_requested = False
+        self._fin_sent = False
+        self._fin_lost = False
+        self._fin_acked = False
+        self.is_reset = False
+
+    @property
+    def capacity(self) -> int:
+        return max(0, self.max_buffer - (self._written - self._base))
+
+    @property
+    def buffered(self) -> int:
+        return self._written - self._base
+
+    def write(self, data: bytes) -> None:
+        if self._fin_requested or self.is_reset:
+            raise LocalProtocolError(f"stream {self.stream_id} is finished; cannot write")
+        self._buffer += data
+        self._written += len(data)
+
+    def finish(self) -> None:
+        if self.is_reset:
+            raise LocalProtocolError(f"stream {self.stream_id} was reset")
+        self._fin_requested = True
+
+    @property
+    def has_retransmit(self) -> bool:
+        return bool(self._lost) or self._fin_lost
+
+    @property
+    def has_pending(self) -> bool:
+        if self.is_reset:
+            return False
+        return (
+            bool(self._lost)
+            or self.highest_sent < self._written
+            or (self._fin_requested and (not self._fin_sent or self._fin_lost))
+        )
+
+    @property
+    def all_acked(self) -> bool:
+        return self._fin_requested and self._fin_acked and self._base == self._written
+
+    def next_frame(self, max_payload: int, new_data_credit: int) -> tuple[int, bytes, bool] | None:
+        """The next (offset, data, fin) to send: retransmissions first, then new data."""
+        if self.is_reset or max_payload <= 0:
+            return None
+        if self._lost:
+            start, stop = self._lost.first()
+            stop = min(stop, start + max_payload)
+            self._lost.subtract(start, stop)
+            data = bytes(self._buffer[start - self._base : stop - self._base])
+            fin = self._fin_requested and stop == self._written and stop == self.highest_sent
+            if fin:
+                self._fin_sent = True
+                self._fin_lost = False
+            return start, data, fin
+        if self.highest_sent < self._written and new_data_credit > 0:
+            start = self.highest_sent
+            stop = min(self._written, start + max_payload, start + new_data_credit)
+            data = bytes(self._buffer[start - self._base : stop - self._base])
+            self.highest_sent = stop
+            fin = self._fin_requested and stop == self._written
+            if fin:
+                self._fin_sent = True
+                self._fin_lost = False
+            return start, data, fin
+        if self._fin_requested and self.highest_sent == self._written and (not self._fin_sent or self._fin_lost):
+            self._fin_sent = True
+            self._fin_lost = False
+            return self._written, b"", True
+        return None
+
+    def on_acked(self, offset: int, length: int, fin: bool) -> None:
+        if fin:
+            self._fin_acked = True
+            self._fin_lost = False
+        if not length or self.is_reset:
+            return
+        stop = offset + length
+        self._lost.subtract(offset, stop)
+        if stop <= self._base:
+            return
+        self._acked.add(max(offset, self._base), stop)
+        first_start, first_stop = self._acked.first()
+        if first_start <= self._base:
+            self._acked.pop_smallest()
+            del self._buffer[: first_stop - self._base]
+            self._base = first_stop
+
+    def on_lost(self, offset: int, length: int, fin: bool) -> None:
+        if self.is_reset:
+            return
+        if fin and not self._fin_acked:
+            self._fin_lost = True
+        start = max(offset, self._base)
+        stop = offset + length
+        if start >= stop:
+            return
+        self._lost.add(start, stop)
+        for acked_start, acked_stop in list(self._acked):
+            if acked_start >= stop:
+                break
+            self._lost.subtract(acked_start, acked_stop)
+
+    def reset(self, code: int) -> int:
+        """Abandon the stream; returns the final size to put in RESET_STREAM."""
+        self.is_reset = True
+        self._buffer = bytearray()
+        self._lost = RangeSet()
+        self._acked = RangeSet()
+        self._base = self._written
+        return self.highest_sent
+
+
+class ReceiveStream:
+    """The receiving half of a stream."""
+
+    __slots__ = (
+        "_end_reported",
+        "_final_size",
+        "_have",
+        "_pending",
+        "_ready",
+        "consumed",
+        "current_max_data",
+        "delivered",
+        "highest_received",
+        "reset_code",
+        "stream_id",
+        "window",
+    )
+
+    def __init__(self, stream_id: int, *, window: int = 1 << 20) -> None:
+        self.stream_id = stream_id
+        self.window = window
+        self.current_max_data = window
+        self.highest_received = 0
+        self.delivered = 0  # offset up to which data is contiguous and handed out
+        self.consumed = 0  # bytes the application has taken
+        self._final_size: int | None = None
+        self._pending: list[tuple[int, bytes]] = []  # heap of out-of-order pieces
+        self._have = RangeSet()  # ranges held in _pending
+        self._ready: list[bytes] = []
+        self._end_reported = False
+        self.reset_code: int | None = None
+
+    @property
+    def is_finished(self) -> bool:
+        """All data (up to the FIN) has arrived, or the stream was reset."""
+        return self.reset_code is not None or (
+            self._final_size is not None and self.delivered == self._final_size
+        )
+
+    @property
+    def fully_delivered(self) -> bool:
+        return self.reset_code is not None or self._end_reported
+
+    def on_frame(self, offset: int, data: bytes, fin: bool) -> None:
+        end = offset + len(data)
+        if fin:
+            if (self._final_size is not None and self._final_size != end) or end < self.highest_received:
+                raise RemoteProtocolError(
+                    f"stream {self.stream_id}: conflicting final size", code=ErrorCode.FINAL_SIZE_ERROR
+                )
+            self._final_size = end
+        elif self._final_size is not None and end > self._final_size:
+            raise RemoteProtocolError(
+                f"stream {self.stream_id}: data beyond the final size", code=ErrorCode.FINAL_SIZE_ERROR
+            )
+        if end > self.current_max_data:
+            raise RemoteProtocolError(
+                f"stream {self.stream_id}: peer exceeded the flow-control limit",
+                code=ErrorCode.FLOW_CONTROL_ERROR,
+            )
+        if self.reset_code is not None:
+            return
+        if end > self.highest_received:
+            self.highest_received = end
+        if end <= self.delivered:
+            return
+        if offset < self.delivered:
+            data = data[self.delivered - offset :]
+            offset = self.delivered
+        if offset == self.delivered:
+            self._ready.append(data)
+            self.delivered = end
+            self._drain_pending()
+            return
+        self._hold(offset, data)
+
+    def _hold(self, offset: int, data: bytes) -> None:
+        """Keep only the parts of an out-of-order piece that are not yet held."""
+        end = offset + len(data)
+        cursor = offset
+        for held_start, held_stop in list(self._have):
+            if held_stop <= cursor:
+                continue
+            if held_start >= end:
+                break
+            if held_start > cursor:
+                heapq.heappush(self._pending, (cursor, data[cursor - offset : held_start - offset]))
+            cursor = max(cursor, held_stop)
+            if cursor >= end:
+                break
+        if cursor < end:
+            heapq.heappush(self._pending, (cursor, data[cursor - offset :]))
+        self._have.add(offset, end)
+
+    def _drain_pending(self) -> None:
+        pending = self._pending
+        while pending and pending[0][0] <= self.delivered:
+            offset, data = heapq.heappop(pending)
+            end = offset + len(data)
+            if end > self.delivered:
+                self._ready.append(data[self.delivered - offset :])
+                self.delivered = end
+        if self._have:
+            self._have.subtract(0, self.delivered)
+
+    def pull(self) -> tuple[bytes, bool]:
+        """Newly contiguous bytes, and whether they reach the end of the stream."""
+        if len(self._ready) == 1:
+            data = self._ready[0]
+        else:
+            data = b"".join(self._ready)
+        self._ready.clear()
+        end = False
+        if not self._end_reported and self._final_size is not None and self.delivered == self._final_size:
+            self._end_reported = True
+            end = True
+        return data, end
+
+    def on_consumed(self, nbytes: int) -> int | None:
+        """Returns a new limit to advertise once half the window has been consumed."""
+        self.consumed += nbytes
+        if self._final_size is not None or self.reset_code is not None:
+            return None
+        if self.consumed + self.window - self.current_max_data >= self.window // 2:
+            self.current_max_data = self.consumed + self.window
+            return self.current_max_data
+        return None
+
+    def on_reset(self, final_size: int, code: int) -> int:
+        """The peer abandoned the stream; returns how far this grows the received total."""
+        if final_size < self.highest_received or (
+            self._final_size is not None and self._final_size != final_size
+        ):
+            raise RemoteProtocolError(
+                f"stream {self.stream_id}: bad final size in RESET_STREAM", code=ErrorCode.FINAL_SIZE_ERROR
+            )
+        if final_size > self.current_max_data:
+            raise RemoteProtocolError(
+                f"stream {self.stream_id}: reset beyond the flow-control limit",
+                code=ErrorCode.FLOW_CONTROL_ERROR,
+            )
+        grown = final_size - self.highest_received
+        self.highest_received = final_size
+        self._final_size = final_size
+        self.reset_code = code
+        self._pending.clear()
+        self._ready.clear()
+        self._have = RangeSet()
+        return grown
+
+
+class FlowControlWindow:
+    """The connection-level receive limit (MAX_DATA), re-opened as data is consumed."""
+
+    __slots__ = ("consumed", "current_max", "received", "window")
+
+    def __init__(self, window: int) -> None:
+        self.window = window
+        self.current_max = window
+        self.received = 0
+        self.consumed = 0
+
+    def on_received(self, nbytes: int) -> None:
+        self.received += nbytes
+        if self.received > self.current_max:
+            raise RemoteProtocolError(
+                "peer exceeded the connection flow-control limit", code=ErrorCode.FLOW_CONTROL_ERROR
+            )
+
+    def on_consumed(self, nbytes: int) -> int | None:
+        self.consumed += nbytes
+        if self.consumed + self.window - self.current_max >= self.window // 2:
+            self.current_max = self.consumed + self.window
+            return self.current_max
+        return None
+
+
+class SendCredit:
+    """What the peer lets us send (its MAX_DATA), and what we have used."""
+
+    __slots__ = ("limit", "used")
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.used = 0
+
+    @property
+    def available(self) -> int:
+        return self.limit - self.used
+
+    def consume(self, nbytes: int) -> None:
+        self.used += nbytes
+
+    def update_limit(self, limit: int) -> None:
+        if limit > self.limit:
+            self.limit = limit

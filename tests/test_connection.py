@@ -1,0 +1,342 @@
+"""Sans-IO tier: two cores in memory, explicit time, seeded impairments."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from seam import packet as pk
+from seam.config import SeamConfig
+from seam.connection import State
+from seam.errors import ErrorCode
+from seam.events import (
+    ConnectionTerminated,
+    DatagramReceived,
+    HandshakeCompleted,
+    StopSendingReceived,
+    StreamDataReceived,
+    StreamReset,
+)
+from seam.identity import Identity
+from seam.testing import CLIENT_ADDRESS, LossyNetwork, Pair, transfer
+
+
+def _terminations(events: list[object]) -> list[ConnectionTerminated]:
+    return [e for e in events if isinstance(e, ConnectionTerminated)]
+
+
+def test_handshake_completes_and_both_sides_agree() -> None:
+    pair = Pair()
+    pair.handshake()
+    assert pair.server is not None
+    assert pair.client.handshake_hash == pair.server.handshake_hash
+    assert pair.server.peer_x25519 == pair.client_identity.public.x25519
+    assert pair.client.peer_x25519 == pair.server_identity.public.x25519
+    assert any(isinstance(e, HandshakeCompleted) for e in pair.client_events)
+    # HELLO, RETRY, msg1, msg2, msg3: two round trips at 10 ms one way, plus msg3's half.
+    assert pair.now == pytest.approx(0.05, abs=0.001)
+
+
+def test_handshake_messages_fit_1280_byte_datagrams() -> None:
+    pair = Pair()
+    sizes: list[int] = []
+
+    def tap(towards: str, datagram: bytes) -> bytes:
+        if datagram[0] != pk.PacketType.DATA_PHASE0:
+            sizes.append(len(datagram))
+        return datagram
+
+    pair.tap = tap
+    pair.handshake()
+    assert sizes and max(sizes) <= 1200
+
+
+def test_wrong_pinned_keys_fail_with_authentication_error() -> None:
+    pair = Pair(pinned=Identity.generate())
+    pair.run(lambda: pair.client.is_closed, max_time=5)
+    (term,) = _terminations(pair.client_events)
+    assert term.handshake_failure == "authentication"
+    assert "do not match" in term.reason
+
+
+def test_unreachable_server_times_out_within_deadline() -> None:
+    pair = Pair(network=LossyNetwork(loss=1.0), config=SeamConfig(handshake_timeout=3))
+    pair.run(lambda: pair.client.is_closed, max_time=60)
+    (term,) = _terminations(pair.client_events)
+    assert term.handshake_failure == "timeout"
+    assert pair.now == pytest.approx(3.0, abs=0.01)
+
+
+def test_server_keeps_no_state_and_does_no_kem_work_before_cookie() -> None:
+    pair = Pair()
+    pair.flush()
+    # Forge a msg1 fragment with a bad cookie: dropped, no connection, no pending state.
+    forged = pk.encode_handshake_message(os.urandom(8), os.urandom(8), b"x" * 24, 1, b"y" * 1218)
+    for datagram in forged:
+        replies, conn = pair.admission.receive_datagram(datagram, CLIENT_ADDRESS, 0.0)
+        assert replies == [] and conn is None
+    assert pair.admission.dropped["bad-cookie"] == len(forged)
+    assert not pair.admission._pending
+
+
+def test_retry_is_never_more_than_three_times_the_hello() -> None:
+    pair = Pair()
+    hello = pk.encode_hello(os.urandom(8), os.urandom(8))
+    replies, _ = pair.admission.receive_datagram(hello, CLIENT_ADDRESS, 0.0)
+    assert sum(len(d) for d, _ in replies) <= 3 * len(hello)
+    replies, _ = pair.admission.receive_datagram(hello[:600], CLIENT_ADDRESS, 0.0)
+    assert replies == []
+
+
+def test_cookie_from_another_address_is_refused() -> None:
+    pair = Pair()
+    pair.flush()
+    (hello,) = [d for d in pair._queue if d[2] == "server"][:1]
+    replies, _ = pair.admission.receive_datagram(hello[3], CLIENT_ADDRESS, 0.0)
+    retry = pk.parse_header(replies[0][0])
+    assert isinstance(retry, pk.Retry)
+    msg1 = pk.encode_handshake_message(retry.scid, retry.dcid, retry.cookie, 1, b"z" * 1218)
+    _, conn = pair.admission.receive_datagram(msg1[0], ("127.0.0.1", 9), 0.0)
+    assert conn is None
+    assert pair.admission.dropped["bad-cookie"] == 1
+
+
+def test_stream_round_trip_and_fin() -> None:
+    pair = Pair()
+    pair.handshake()
+    got = transfer(pair, {0: b"hello world" * 1000})
+    assert got == {0: b"hello world" * 1000}
+
+
+def test_bulk_transfer_over_lossy_network_is_exact() -> None:
+    pair = Pair(network=LossyNetwork(seed=7, loss=0.05, duplicate=0.02, reorder=0.05, corrupt=0.01, jitter=0.005))
+    pair.handshake()
+    data = os.urandom(3 * 1024 * 1024)
+    got = transfer(pair, {0: data, 1: data[::-1]})
+    assert hashlib.sha256(got[0]).digest() == hashlib.sha256(data).digest()
+    assert got[1] == data[::-1]
+    stats = pair.client.stats()
+    assert stats.packets_lost > 0 and stats.packets_retransmitted > 0
+    assert pair.server is not None
+    dropped = pair.server.stats().dropped
+    assert dropped.get("decrypt-failed", 0) > 0  # corrupted packets were refused
+    assert dropped.get("replay", 0) > 0  # duplicates were refused
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    seed=st.integers(0, 2**32 - 1),
+    loss=st.floats(0, 0.25),
+    duplicate=st.floats(0, 0.2),
+    reorder=st.floats(0, 0.3),
+    corrupt=st.floats(0, 0.1),
+    sizes=st.lists(st.integers(0, 200_000), min_size=1, max_size=4),
+)
+def test_every_byte_arrives_exactly_once_in_order(
+    seed: int, loss: float, duplicate: float, reorder: float, corrupt: float, sizes: list[int]
+) -> None:
+    network = LossyNetwork(seed=seed, loss=loss, duplicate=duplicate, reorder=reorder, corrupt=corrupt, jitter=0.004)
+    pair = Pair(network=network)
+    pair.handshake()
+    rng = network.rng
+    payloads = {i: rng.randbytes(size) for i, size in enumerate(sizes)}
+    got = transfer(pair, payloads, max_time=3600)
+    assert got == payloads
+
+
+def test_garbage_and_replays_change_nothing() -> None:
+    pair = Pair()
+    pair.handshake()
+    assert pair.server is not None
+    server = pair.server
+    captured: list[bytes] = []
+
+    def tap(towards: str, datagram: bytes) -> bytes:
+        if towards == "server" and datagram[0] in (0x20, 0x21):
+            captured.append(datagram)
+        return datagram
+
+    pair.tap = tap
+    transfer(pair, {0: b"x" * 50_000})
+    before = (server._replay.largest, server._largest_authenticated_pn, server._last_received, server.peer_address)
+    received_before = server.stats().packets_received
+    rng = LossyNetwork(seed=3).rng
+    for datagram in captured:  # replays, from the right and a wrong address
+        server.receive_datagram(datagram, CLIENT_ADDRESS, pair.now + 1)
+        server.receive_datagram(datagram, ("127.0.0.1", 1), pair.now + 1)
+    for _ in range(2000):  # garbage with a valid CID and random bodies
+        body = rng.randbytes(rng.randrange(0, 1400))
+        server.receive_datagram(bytes((0x20 | rng.randrange(2),)) + server.local_cid + body, ("127.0.0.1", 2), pair.now + 1)
+        server.receive_datagram(rng.randbytes(rng.randrange(0, 1400)), ("127.0.0.1", 2), pair.now + 1)
+    after = (server._replay.largest, server._largest_authenticated_pn, server._last_received, server.peer_address)
+    assert after == before
+    assert server.stats().packets_received == received_before
+    assert server.state is State.ESTABLISHED
+    dropped = server.stats().dropped
+    assert dropped["replay"] >= len(captured)
+    # The connection still works afterwards.
+    assert transfer(pair, {0: b"after"}) == {0: b"after"}
+
+
+def test_datagrams_are_delivered_and_bounded() -> None:
+    pair = Pair(config=SeamConfig(datagram_queue_size=8))
+    pair.handshake()
+    for i in range(20):
+        pair.client.send_datagram(b"d%d" % i)
+    assert pair.client.stats().dropped["datagram-queue-full"] == 12
+    pair.run(lambda: sum(isinstance(e, DatagramReceived) for e in pair.server_events) == 8, max_time=2)
+    got = [e.data for e in pair.server_events if isinstance(e, DatagramReceived)]
+    assert got == [b"d%d" % i for i in range(8)]
+
+
+def test_close_is_seen_by_peer_at_once() -> None:
+    pair = Pair()
+    pair.handshake()
+    pair.client.close(ErrorCode.APPLICATION_ERROR, "bye now")
+    start = pair.now
+    pair.run(lambda: pair.server is not None and pair.server.is_closed, max_time=5)
+    assert pair.now - start <= 0.011
+    (term,) = _terminations(pair.server_events)
+    assert (term.error_code, term.reason, term.by_peer) == (ErrorCode.APPLICATION_ERROR, "bye now", True)
+
+
+def test_idle_timeout_closes_both_sides_with_reason() -> None:
+    config = SeamConfig(idle_timeout=5, keepalive_interval=60)
+    pair = Pair(config=config)
+    pair.handshake()
+    pair.network.loss = 1.0
+    start = pair.now
+    pair.run(lambda: pair.client.is_closed and pair.server is not None and pair.server.is_closed, max_time=30)
+    (term,) = _terminations(pair.client_events)
+    assert term.error_code == ErrorCode.IDLE_TIMEOUT and "idle" in term.reason
+    assert pair.now - start == pytest.approx(5, abs=0.1)
+
+
+def test_keepalive_keeps_a_quiet_connection_alive() -> None:
+    pair = Pair(config=SeamConfig(idle_timeout=3, keepalive_interval=1))
+    pair.handshake()
+    pair.run(lambda: False, max_time=30)
+    assert pair.client.is_established and pair.server is not None and pair.server.is_established
+
+
+def test_dead_peer_detected_by_idle_timeout_despite_keepalives() -> None:
+    pair = Pair(config=SeamConfig(idle_timeout=4, keepalive_interval=1))
+    pair.handshake()
+    pair.network.loss = 1.0
+    pair.run(lambda: pair.client.is_closed, max_time=30)
+    assert _terminations(pair.client_events)[0].error_code == ErrorCode.IDLE_TIMEOUT
+
+
+def test_key_update_after_packet_limit() -> None:
+    pair = Pair(config=SeamConfig(key_update_packets=64))
+    pair.handshake()
+    data = os.urandom(400_000)
+    assert transfer(pair, {0: data}) == {0: data}
+    assert pair.server is not None
+    assert pair.client.stats().key_generation >= 2
+    assert pair.server.stats().key_generation >= 2
+
+
+def test_key_update_survives_loss_and_reordering() -> None:
+    pair = Pair(
+        config=SeamConfig(key_update_packets=50),
+        network=LossyNetwork(seed=11, loss=0.05, reorder=0.1, jitter=0.01),
+    )
+    pair.handshake()
+    data = os.urandom(500_000)
+    assert transfer(pair, {0: data}) == {0: data}
+    assert pair.client.stats().key_generation >= 2
+
+
+def test_migration_to_a_new_address_is_validated() -> None:
+    pair = Pair()
+    pair.handshake()
+    assert pair.server is not None
+    transfer(pair, {0: b"a" * 10_000})
+    pair.client_address = ("127.0.0.1", 40999)  # the NAT picked a new port
+    data = os.urandom(300_000)
+    assert transfer(pair, {0: data}) == {0: data}
+    assert pair.server.peer_address == ("127.0.0.1", 40999)
+    assert pair.server._path_validated
+
+
+def test_spoofed_old_packet_from_new_address_does_not_move_the_peer() -> None:
+    pair = Pair()
+    pair.handshake()
+    assert pair.server is not None
+    captured: list[bytes] = []
+    pair.tap = lambda towards, d: (captured.append(d) or d) if towards == "server" else d  # type: ignore[func-returns-value]
+    transfer(pair, {0: b"a" * 20_000})
+    # An attacker replays a real (already seen) packet from elsewhere: refused as a replay.
+    pair.server.receive_datagram(captured[-1], ("127.0.0.1", 6666), pair.now)
+    assert pair.server.peer_address == CLIENT_ADDRESS
+
+
+def test_stream_reset_and_stop_sending() -> None:
+    pair = Pair()
+    pair.handshake()
+    assert pair.server is not None
+    sid = pair.client.open_stream()
+    pair.client.send_stream_data(sid, b"abc")
+    pair.run(lambda: any(isinstance(e, StreamDataReceived) for e in pair.server_events), max_time=1)
+    pair.client.reset_stream(sid, 42)
+    pair.run(lambda: any(isinstance(e, StreamReset) for e in pair.server_events), max_time=1)
+    assert [e for e in pair.server_events if isinstance(e, StreamReset)] == [StreamReset(sid, 42)]
+
+    sid2 = pair.client.open_stream()
+    pair.client.send_stream_data(sid2, b"x")
+    pair.run(lambda: sum(isinstance(e, StreamDataReceived) for e in pair.server_events) >= 2, max_time=1)
+    pair.server.stop_sending(sid2, 7)
+    pair.run(lambda: any(isinstance(e, StopSendingReceived) for e in pair.client_events), max_time=1)
+    assert StopSendingReceived(sid2, 7) in pair.client_events
+
+
+def test_flow_control_bounds_receiver_memory() -> None:
+    """A receiver that does not consume holds at most one window of data."""
+    window = 64 * 1024
+    config = SeamConfig(stream_receive_window=window, connection_receive_window=window * 4)
+    pair = Pair(config=config)
+    pair.handshake()
+    sid = pair.client.open_stream()
+    sent = 0
+    for _ in range(200):
+        room = pair.client.stream_send_capacity(sid)
+        if room:
+            pair.client.send_stream_data(sid, bytes(room))
+            sent += room
+        pair.step()
+    delivered = sum(len(e.data) for e in pair.server_events if isinstance(e, StreamDataReceived))
+    assert delivered == window  # nothing consumed: the window is the ceiling
+    assert sent <= window + config.stream_send_buffer
+
+
+def test_peer_cannot_open_more_streams_than_allowed() -> None:
+    pair = Pair(config=SeamConfig(max_concurrent_streams=4))
+    pair.handshake()
+    for _ in range(4):
+        pair.client.open_stream()
+    assert not pair.client.can_open_stream()
+
+
+def test_aes_gcm_cipher_is_negotiated() -> None:
+    pair = Pair(config=SeamConfig(cipher="aes256gcm"))
+    pair.handshake()
+    completed = [e for e in pair.client_events if isinstance(e, HandshakeCompleted)]
+    assert completed[0].cipher == "aes256gcm"
+    assert transfer(pair, {0: b"q" * 100_000}) == {0: b"q" * 100_000}
+
+
+def test_core_imports_neither_trio_nor_socket() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, seam.connection, seam.admission, seam.testing; "
+        "bad = [m for m in ('trio', 'socket') if m in sys.modules]; print(bad); sys.exit(bool(bad))"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stdout + result.stderr

@@ -1,0 +1,160 @@
+"""Packet and frame codecs: round trips, and peer bytes only ever raise ParseError."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from seam import packet as pk
+from seam.buffer import Reader, encode_varint
+from seam.errors import ParseError
+
+CID = bytes(range(8))
+CID2 = bytes(range(8, 16))
+
+
+@given(st.integers(min_value=0, max_value=(1 << 62) - 1))
+def test_varint_round_trip(value: int) -> None:
+    encoded = encode_varint(value)
+    reader = Reader(encoded)
+    assert reader.pull_varint() == value
+    assert reader.eof()
+
+
+def test_varint_rejects_out_of_range() -> None:
+    with pytest.raises(ValueError):
+        encode_varint(1 << 62)
+    with pytest.raises(ValueError):
+        encode_varint(-1)
+
+
+def test_hello_is_padded_and_parses() -> None:
+    hello = pk.encode_hello(CID, CID2)
+    assert len(hello) == pk.MIN_HELLO_SIZE
+    assert pk.parse_header(hello) == pk.Hello(dcid=CID, scid=CID2)
+
+
+def test_retry_round_trip_and_small() -> None:
+    retry = pk.encode_retry(CID, CID2, b"c" * 24)
+    assert len(retry) <= 64
+    assert pk.parse_header(retry) == pk.Retry(dcid=CID, scid=CID2, cookie=b"c" * 24)
+
+
+@given(st.binary(min_size=1, max_size=5000), st.binary(max_size=32))
+def test_handshake_fragments_reassemble(body: bytes, cookie: bytes) -> None:
+    datagrams = pk.encode_handshake_message(CID, CID2, cookie, 2, body)
+    rebuilt = bytearray(len(body))
+    for datagram in datagrams:
+        assert len(datagram) <= pk.MAX_HANDSHAKE_DATAGRAM
+        frag = pk.parse_header(datagram)
+        assert isinstance(frag, pk.HandshakeFragment)
+        assert (frag.message, frag.total_len, frag.cookie) == (2, len(body), cookie)
+        rebuilt[frag.offset : frag.offset + len(frag.data)] = frag.data
+    assert bytes(rebuilt) == body
+
+
+def test_data_header_round_trip() -> None:
+    header = pk.encode_data_header(1, CID, 123456789)
+    parsed = pk.parse_header(header + bytes(16))
+    assert parsed == pk.DataHeader(key_phase=1, dcid=CID, packet_number=123456789)
+
+
+@pytest.mark.parametrize(
+    "datagram",
+    [b"", b"\x10", b"\x99" * 40, b"\x20" + bytes(10), b"\x11" + pk.VERSION.to_bytes(4, "big") + bytes(17)],
+)
+def test_bad_headers_raise_parse_error(datagram: bytes) -> None:
+    with pytest.raises(ParseError):
+        pk.parse_header(datagram)
+
+
+def test_wrong_version_is_refused() -> None:
+    hello = bytearray(pk.encode_hello(CID, CID2))
+    hello[1:5] = (0x12345678).to_bytes(4, "big")
+    with pytest.raises(ParseError, match="version"):
+        pk.parse_header(bytes(hello))
+
+
+@given(st.binary(max_size=2000))
+@settings(max_examples=500)
+def test_parse_header_only_raises_parse_error(data: bytes) -> None:
+    try:
+        pk.parse_header(data)
+    except ParseError:
+        pass
+
+
+@given(st.binary(max_size=2000))
+@settings(max_examples=500)
+def test_parse_frames_only_raises_parse_error(data: bytes) -> None:
+    try:
+        pk.parse_frames(data)
+    except ParseError:
+        pass
+
+
+ack_ranges = st.lists(st.integers(min_value=0, max_value=50), min_size=2, max_size=40).map(
+    lambda xs: xs  # gaps/lengths alternate
+)
+
+
+@given(st.integers(min_value=0, max_value=1 << 40), ack_ranges, st.integers(min_value=0, max_value=1 << 30))
+def test_ack_round_trip(top: int, steps: list[int], delay: int) -> None:
+    ranges = []
+    high = top + sum(steps) * 3 + 100
+    for i in range(0, len(steps) - 1, 2):
+        low = high - steps[i]
+        if low < 0:
+            break
+        ranges.append((low, high))
+        high = low - steps[i + 1] - 2
+        if high < 0:
+            break
+    if not ranges:
+        return
+    encoded = pk.encode_ack(ranges, delay)
+    (frame,) = pk.parse_frames(encoded)
+    assert frame == pk.AckFrame(tuple(ranges), delay)
+
+
+def test_every_frame_round_trips() -> None:
+    payload = b"".join(
+        [
+            pk.PING_BYTES,
+            pk.encode_stream(4, 1000, b"hello", True),
+            pk.encode_stream(5, 0, b"", False),
+            pk.encode_varints(pk.FrameType.MAX_DATA, [1 << 30]),
+            pk.encode_varints(pk.FrameType.MAX_STREAM_DATA, [4, 77]),
+            pk.encode_varints(pk.FrameType.MAX_STREAMS, [100]),
+            pk.encode_varints(pk.FrameType.RESET_STREAM, [4, 12, 1005]),
+            pk.encode_varints(pk.FrameType.STOP_SENDING, [4, 12]),
+            pk.encode_datagram(b"dgram"),
+            pk.encode_path(pk.FrameType.PATH_CHALLENGE, b"12345678"),
+            pk.encode_path(pk.FrameType.PATH_RESPONSE, b"87654321"),
+            b"\x00\x00\x00",
+            pk.encode_close(0x0B, "bye"),
+            pk.HANDSHAKE_DONE_BYTES,
+        ]
+    )
+    assert pk.parse_frames(payload) == [
+        pk.PingFrame(),
+        pk.StreamFrame(4, 1000, b"hello", True),
+        pk.StreamFrame(5, 0, b"", False),
+        pk.MaxDataFrame(1 << 30),
+        pk.MaxStreamDataFrame(4, 77),
+        pk.MaxStreamsFrame(100),
+        pk.ResetStreamFrame(4, 12, 1005),
+        pk.StopSendingFrame(4, 12),
+        pk.DatagramFrame(b"dgram"),
+        pk.PathChallengeFrame(b"12345678"),
+        pk.PathResponseFrame(b"87654321"),
+        pk.CloseFrame(0x0B, "bye"),
+        pk.HandshakeDoneFrame(),
+    ]
+
+
+def test_truncated_stream_frame_is_parse_error() -> None:
+    frame = pk.encode_stream(4, 0, b"hello", False)
+    with pytest.raises(ParseError):
+        pk.parse_frames(frame[:-1])
