@@ -304,6 +304,7 @@ class Connection:
         hs.read_message1(message1)
         body = hs.write_message2()
         conn._server_hs = hs
+        conn._msg1 = message1
         conn._msg2_flight = pk.encode_handshake_message(remote_cid, local_cid, b"", 2, body)
         conn._out.extend((d, peer_address) for d in conn._msg2_flight)
         return conn
@@ -466,11 +467,15 @@ class Connection:
             self._handshake_failed(exc)
 
     def _receive_retry(self, header: pk.Retry, now: float) -> None:
-        if self.state is not State.HELLO or header.dcid != self.local_cid:
+        awaiting_msg2 = self.state is State.HANDSHAKE and self._tx is None
+        if header.dcid != self.local_cid or not (self.state is State.HELLO or awaiting_msg2):
             self.count_drop("unexpected-retry")
             return
+        if awaiting_msg2 and header.cookie == self._cookie and header.scid == self.remote_cid:
+            return  # the same RETRY again
         self.remote_cid = header.scid
         self._cookie = header.cookie
+        self._hs_reassembly.clear()
         hs = ClientHandshake(
             self.identity,
             self._server_keys,
@@ -506,9 +511,14 @@ class Connection:
                 return
             del self._hs_reassembly[2]
             hs = self._client_hs
-            # A msg2 that fails (keys that do not match the pins, a bad tag)
-            # ends the handshake: the transcript is already spent.
-            hs.read_message2(message)
+            try:
+                hs.read_message2(message)
+            except HandshakeError as exc:
+                if exc.reason in ("authentication", "refused"):
+                    raise  # the relay is not the one we pinned: final
+                # Damaged or forged: the state rolled back; wait for the real msg2.
+                self.count_drop("handshake-rejected")
+                return
             body = hs.write_message3()
             self._hs_flight = pk.encode_handshake_message(
                 self.remote_cid, self.local_cid, self._cookie, 3, body
@@ -520,9 +530,11 @@ class Connection:
             return
         # server
         if frag.message == 1:
-            # The client did not hear msg2: repeat it once per msg1 attempt.
-            if frag.offset == 0 and self.state is State.HANDSHAKE:
-                self._out.extend((d, self.peer_address) for d in self._msg2_flight)
+            if self.state is State.HANDSHAKE and self._server_hs is not None:
+                message = self._reassemble(frag)
+                if message is not None:
+                    del self._hs_reassembly[1]
+                    self._repeat_msg1(message)
             return
         if frag.message != 3:
             self.count_drop("unexpected-handshake")
@@ -535,12 +547,39 @@ class Connection:
         if message is None or self._server_hs is None:
             return
         del self._hs_reassembly[3]
-        result = self._server_hs.read_message3(message)
+        try:
+            result = self._server_hs.read_message3(message)
+        except HandshakeError:
+            self.count_drop("handshake-rejected")  # rolled back; the client repeats msg3
+            return
         self._server_hs = None
         self._msg2_flight = []
         self._install_keys(result, now)
         self._handshake_done_pending = True
         self._peer_confirmed = True
+
+    def _repeat_msg1(self, message: bytes) -> None:
+        """The client sent msg1 again: it did not hear (or could not use) our msg2.
+
+        If this msg1 differs from the one we answered, ours was damaged in
+        transit (msg1 carries no authentication), so start over from this
+        one; a msg1 that does not parse changes nothing.
+        """
+        if message != self._msg1:
+            hs = ServerHandshake(self.identity, prologue=self._prologue())
+            try:
+                hs.read_message1(message)
+            except HandshakeError:
+                self.count_drop("handshake-rejected")
+                return
+            self._server_hs = hs
+            self._msg1 = message
+            self._msg2_flight = pk.encode_handshake_message(
+                self.remote_cid, self.local_cid, b"", 2, hs.write_message2()
+            )
+        self._out.extend((d, self.peer_address) for d in self._msg2_flight)
+
+    _msg1 = b""
 
     def _install_keys(self, result: HandshakeResult, now: float) -> None:
         send, recv = (
@@ -874,6 +913,9 @@ class Connection:
             return out
         if self._hs_retransmit_at is not None and now >= self._hs_retransmit_at:
             out.extend((d, self.peer_address) for d in self._hs_flight)
+            if self.state is State.HANDSHAKE and self._tx is None and self._hs_backoff > HANDSHAKE_RETRANSMIT_INITIAL:
+                # msg1 unanswered twice: perhaps our cookie was damaged. Ask for a fresh one.
+                out.append((pk.encode_hello(self.remote_cid, self.local_cid), self.peer_address))
             self._hs_retransmit_at = now + self._hs_backoff
             self._hs_backoff = min(self._hs_backoff * 2, 4.0)
         if self._tx is None:
@@ -882,7 +924,7 @@ class Connection:
             self._send_close(out, now)
             return out
         if self._tx_generation_packets >= self.config.key_update_packets or (
-            now - self._tx_generation_started >= self.config.key_update_interval
+            now >= self._tx_generation_started + self.config.key_update_interval
         ):
             if self._rx_generation == self._tx_generation and self._peer_confirmed:
                 self._advance_send_key(now)
@@ -972,7 +1014,7 @@ class Connection:
                     parts.append(pk.PING_BYTES)
                     size += 1
                     ack_eliciting = True
-                if not ack_eliciting and now - self._last_ack_eliciting_sent >= self.config.keepalive_interval:
+                if not ack_eliciting and now >= self._last_ack_eliciting_sent + self.config.keepalive_interval:
                     parts.append(pk.PING_BYTES)
                     size += 1
                     ack_eliciting = True

@@ -57,9 +57,10 @@ class HandshakeError(SeamError):
     """The handshake could not complete.
 
     ``reason`` is one of ``"authentication"`` (the relay's keys did not match
-    the pinned ones, or a signature/decryption step failed), ``"timeout"``
-    (no answer within the handshake deadline), ``"invalid-key"`` (a malformed
-    or low-order public key, a bad KEM ciphertext) or ``"refused"``.
+    the pinned ones), ``"timeout"`` (no answer within the handshake deadline),
+    ``"invalid-key"`` (a malformed or low-order public key, a bad KEM
+    ciphertext), ``"invalid-message"`` (a damaged or forged handshake message,
+    which the connection drops and counts) or ``"refused"`` (no common cipher).
     """
 
     def __init__(self, message: str, *, reason: str = "authentication") -> None:

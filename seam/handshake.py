@@ -22,8 +22,11 @@ X25519 or ML-KEM-768 holds. ``h`` is the associated data of every handshake
 AEAD, binding the whole transcript (and the prologue: version and both
 connection IDs). The final keys are one per direction.
 
-Objects here are single-use state machines; any failure raises
-:class:`HandshakeError` and leaves the object unusable.
+Objects here are single-use state machines. Reading msg2 or msg3 is
+transactional: if the message is damaged or forged, :class:`HandshakeError`
+is raised and the state is rolled back, so the genuine message can still be
+read afterwards. The one final failure is a relay whose keys do not match the
+pinned ones (``reason="authentication"``).
 """
 
 from __future__ import annotations
@@ -84,6 +87,11 @@ class SymmetricState:
         self._n = 0
         self.mix_hash(prologue)
 
+    def copy(self) -> SymmetricState:
+        clone = SymmetricState.__new__(SymmetricState)
+        clone.h, clone.ck, clone._aead, clone._n = self.h, self.ck, self._aead, self._n
+        return clone
+
     def mix_hash(self, data: bytes) -> None:
         self.h = hashlib.sha256(self.h + data).digest()
 
@@ -113,9 +121,7 @@ class SymmetricState:
             try:
                 plaintext = self._aead.decrypt(self._nonce(), ciphertext, self.h)
             except InvalidTag:
-                raise HandshakeError(
-                    "handshake message failed authentication", reason="authentication"
-                ) from None
+                raise HandshakeError("handshake message failed authentication", reason="invalid-message") from None
             self._n += 1
         self.mix_hash(ciphertext)
         return plaintext
@@ -208,8 +214,18 @@ class ClientHandshake:
 
     def read_message2(self, data: bytes) -> None:
         self._expect(1)
+        saved = self._state.copy()
+        try:
+            self._read_message2(data)
+        except HandshakeError as exc:
+            if exc.reason != "authentication" or "do not match" not in str(exc):
+                self._state = saved
+                self._step = 1
+            raise
+
+    def _read_message2(self, data: bytes) -> None:
         if not MSG2_LEN <= len(data) <= MSG2_LEN + MAX_PAYLOAD3:
-            raise HandshakeError(f"msg2 has a bad length ({len(data)})", reason="invalid-key")
+            raise HandshakeError(f"msg2 has a bad length ({len(data)})", reason="invalid-message")
         st = self._state
         pos = 0
         self._re = data[pos : pos + X25519_KEY_LEN]
@@ -295,7 +311,7 @@ class ServerHandshake:
     def read_message1(self, data: bytes) -> None:
         self._expect(0)
         if len(data) != MSG1_LEN:
-            raise HandshakeError(f"msg1 must be {MSG1_LEN} bytes, got {len(data)}", reason="invalid-key")
+            raise HandshakeError(f"msg1 must be {MSG1_LEN} bytes, got {len(data)}", reason="invalid-message")
         st = self._state
         self._re = data[:X25519_KEY_LEN]
         rekem = data[X25519_KEY_LEN : X25519_KEY_LEN + KEM_PUBLIC_KEY_LEN]
@@ -329,8 +345,17 @@ class ServerHandshake:
 
     def read_message3(self, data: bytes) -> HandshakeResult:
         self._expect(2)
+        saved = self._state.copy()
+        try:
+            return self._read_message3(data)
+        except HandshakeError:
+            self._state = saved
+            self._step = 2
+            raise
+
+    def _read_message3(self, data: bytes) -> HandshakeResult:
         if not MSG3_MIN_LEN <= len(data) <= MSG3_MIN_LEN + MAX_PAYLOAD3:
-            raise HandshakeError(f"msg3 has a bad length ({len(data)})", reason="invalid-key")
+            raise HandshakeError(f"msg3 has a bad length ({len(data)})", reason="invalid-message")
         st = self._state
         pos = KEM_CIPHERTEXT_LEN + TAG_LEN
         ct2 = st.decrypt_and_hash(data[:pos])

@@ -146,16 +146,18 @@ class LossRecovery:
         self._loss_time = None
         lost: list[SentPacket] = []
         loss_delay = self._loss_delay()
-        lost_send_time = now - loss_delay
         largest = self.largest_acked
         sent = self._sent
         for pn, packet in sent.items():
             if pn > largest:
                 break
-            if packet.time_sent <= lost_send_time or largest - pn >= K_PACKET_THRESHOLD:
+            # One expression for both the test and the timer, so a timer firing
+            # at exactly ``loss_time`` always finds the packet lost.
+            deadline = packet.time_sent + loss_delay
+            if deadline <= now or largest - pn >= K_PACKET_THRESHOLD:
                 lost.append(packet)
             else:
-                self._loss_time = packet.time_sent + loss_delay
+                self._loss_time = deadline
                 break
         for packet in lost:
             del sent[packet.packet_number]

@@ -15,6 +15,7 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from seam import packet as pk
 from seam.admission import Admission
 from seam.config import SeamConfig
 from seam.connection import Address, Connection
@@ -103,13 +104,21 @@ class Pair:
             config=self.config,
             now=now,
         )
-        self.server: Connection | None = None
+        self.servers: dict[bytes, Connection] = {}  # by CID, as a real endpoint keeps them
         self.client_address = CLIENT_ADDRESS
         self._queue: list[tuple[float, int, str, bytes, Address]] = []
         self._seq = 0
         self.client_events: list[Event] = []
         self.server_events: list[Event] = []
         self.tap: Callable[[str, bytes], bytes | None] | None = None
+
+    @property
+    def server(self) -> Connection | None:
+        """The server connection that completed the handshake, else the newest one."""
+        for conn in self.servers.values():
+            if conn.is_established:
+                return conn
+        return next(reversed(self.servers.values()), None)
 
     # ---------------------------------------------------------------- plumbing
 
@@ -133,25 +142,25 @@ class Pair:
     def flush(self) -> None:
         """Collect every datagram both sides want to send now."""
         self._enqueue("server", self.client.datagrams_to_send(self.now), self.client_address)
-        if self.server is not None:
-            self._enqueue("client", self.server.datagrams_to_send(self.now), SERVER_ADDRESS)
+        for server in self.servers.values():
+            self._enqueue("client", server.datagrams_to_send(self.now), SERVER_ADDRESS)
+            self.server_events.extend(server.events())
         self.client_events.extend(self.client.events())
-        if self.server is not None:
-            self.server_events.extend(self.server.events())
 
     def _deliver(self, towards: str, data: bytes, source: Address) -> None:
         self.network.delivered += 1
         if towards == "client":
             self.client.receive_datagram(data, source, self.now)
             return
-        server = self.server
-        if server is not None and len(data) > 13 and server.local_cid in (data[1:9], data[5:13]):
+        cid = pk.destination_cid(data)
+        server = self.servers.get(cid) if cid is not None else None
+        if server is not None:
             server.receive_datagram(data, source, self.now)
             return
         replies, conn = self.admission.receive_datagram(data, source, self.now)
         self._enqueue("client", replies, SERVER_ADDRESS)
-        if conn is not None and self.server is None:
-            self.server = conn
+        if conn is not None:
+            self.servers[conn.local_cid] = conn
 
     def step(self) -> bool:
         """Advance to the next delivery or timer; returns False when nothing is left to do."""
@@ -159,22 +168,22 @@ class Pair:
         candidates = []
         if self._queue:
             candidates.append(self._queue[0][0])
-        for conn in (self.client, self.server):
-            if conn is not None:
-                timer = conn.get_timer()
-                if timer is not None:
-                    candidates.append(timer)
+        for conn in (self.client, *self.servers.values()):
+            timer = conn.get_timer()
+            if timer is not None:
+                candidates.append(timer)
         if not candidates:
             return False
         self.now = max(self.now, min(candidates))
         while self._queue and self._queue[0][0] <= self.now:
             _, _, towards, data, source = heapq.heappop(self._queue)
             self._deliver(towards, data, source)
-        for conn in (self.client, self.server):
-            if conn is not None:
-                timer = conn.get_timer()
-                if timer is not None and timer <= self.now:
-                    conn.handle_timer(self.now)
+        for conn in (self.client, *self.servers.values()):
+            timer = conn.get_timer()
+            if timer is not None and timer <= self.now:
+                conn.handle_timer(self.now)
+        for cid in [cid for cid, conn in self.servers.items() if conn.is_closed and conn is not self.server]:
+            del self.servers[cid]
         self.flush()
         return True
 
@@ -220,7 +229,7 @@ def transfer(pair: Pair, payloads: dict[int, bytes], *, max_time: float = 600.0)
             client.send_stream_data(sid, chunk, end_stream=end)
             offsets[index] = sent + len(chunk) + (1 if end else 0)
 
-    cursor = 0
+    cursor = len(pair.server_events)  # events of earlier transfers are not ours
 
     def consume() -> None:
         nonlocal cursor
@@ -241,4 +250,4 @@ def transfer(pair: Pair, payloads: dict[int, bytes], *, max_time: float = 600.0)
 
     pair.run(done, max_time=max_time)
     by_id = {sid: index for index, sid in ids.items()}
-    return {by_id[sid]: bytes(data) for sid, data in received.items() if sid in finished}
+    return {by_id[sid]: bytes(data) for sid, data in received.items() if sid in finished and sid in by_id}

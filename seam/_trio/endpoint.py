@@ -31,18 +31,6 @@ SOCKET_BUFFER = 4 * 1024 * 1024  # bytes requested for SO_RCVBUF / SO_SNDBUF
 MAX_UDP_PAYLOAD = 65535
 
 
-def _data_cid(datagram: bytes) -> bytes | None:
-    """The destination CID of a DATA or HANDSHAKE datagram, without a full parse."""
-    if not datagram:
-        return None
-    kind = datagram[0]
-    if kind in (pk.PacketType.DATA_PHASE0, pk.PacketType.DATA_PHASE1):
-        return datagram[1 : 1 + pk.CID_LEN]
-    if kind == pk.PacketType.HANDSHAKE and len(datagram) >= 5 + pk.CID_LEN:
-        return datagram[5 : 5 + pk.CID_LEN]
-    return None
-
-
 def open_udp_socket(host: str, port: int) -> socket.socket:
     """A non-blocking UDP socket bound to ``host:port`` (port 0 picks a free one)."""
     infos = socket.getaddrinfo(host, port, type=socket.SOCK_DGRAM)
@@ -153,7 +141,7 @@ class Endpoint:
                     continue
                 self.datagrams_received += 1
                 addr = (addr[0], addr[1])
-                cid = _data_cid(data)
+                cid = pk.destination_cid(data)
                 conn = connections.get(cid) if cid is not None else None
                 if conn is not None:
                     conn.core.receive_datagram(data, addr, now)
