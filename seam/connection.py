@@ -387,16 +387,21 @@ class Connection:
             stream.send.finish()
         self._mark_send_ready(stream_id)
 
-    def stream_data_consumed(self, stream_id: int, nbytes: int) -> None:
-        """The application took ``nbytes`` delivered bytes: re-open flow-control credit."""
-        new_max = self._conn_window.on_consumed(nbytes)
-        if new_max is not None:
+    def stream_data_consumed(self, stream_id: int, nbytes: int) -> bool:
+        """The application took ``nbytes`` delivered bytes: re-open flow-control credit.
+
+        Returns True when a window update was queued, i.e. when the caller
+        should run its transmit step soon.
+        """
+        updated = False
+        if self._conn_window.on_consumed(nbytes) is not None:
             self._queue_control(("max_data",))
+            updated = True
         stream = self._streams.get(stream_id)
-        if stream is not None:
-            stream_max = stream.recv.on_consumed(nbytes)
-            if stream_max is not None:
-                self._queue_control(("max_stream_data", stream_id))
+        if stream is not None and stream.recv.on_consumed(nbytes) is not None:
+            self._queue_control(("max_stream_data", stream_id))
+            updated = True
+        return updated
 
     def reset_stream(self, stream_id: int, error_code: int) -> None:
         stream = self._streams.get(stream_id)

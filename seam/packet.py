@@ -138,17 +138,17 @@ def parse_header(datagram: bytes) -> Header:
 
 
 def destination_cid(datagram: bytes) -> bytes | None:
-    """The CID a DATA or HANDSHAKE datagram is routed by, without a full parse.
+    """The CID a DATA, HANDSHAKE or RETRY datagram is routed by, without a full parse.
 
-    HELLO and RETRY are never routed to a connection: a server's admission
-    gate answers HELLO whatever its destination CID says.
+    HELLO is never routed to a connection: a server's admission gate answers
+    it whatever its destination CID says.
     """
     if not datagram:
         return None
     kind = datagram[0]
     if kind == PacketType.DATA_PHASE0 or kind == PacketType.DATA_PHASE1:
         return datagram[1 : 1 + CID_LEN]
-    if kind == PacketType.HANDSHAKE and len(datagram) >= 5 + CID_LEN:
+    if (kind == PacketType.HANDSHAKE or kind == PacketType.RETRY) and len(datagram) >= 5 + CID_LEN:
         return datagram[5 : 5 + CID_LEN]
     return None
 

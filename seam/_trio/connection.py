@@ -17,6 +17,7 @@ from typing import Any
 
 import trio
 
+from seam._trio._util import unwrap_single_exception
 from seam._trio.endpoint import Address, Endpoint, open_udp_socket
 from seam._trio.stream import SeamStream
 from seam.admission import Admission
@@ -57,6 +58,7 @@ class SeamConnection:
         self._datagrams: deque[bytes] = deque()
         self._datagram_ready = trio.Event()
         self._stream_slot = trio.lowlevel.ParkingLot()
+        self._blocked_senders: set[SeamStream] = set()
         self._timer_changed = trio.Event()
         self._armed: float | None = None
         self.established = trio.Event()
@@ -95,6 +97,12 @@ class SeamConnection:
         core = self.core
         if core._events:
             self._handle_events()
+        if self._blocked_senders:
+            # Acknowledgements free send-buffer space without any event.
+            blocked = self._blocked_senders
+            self._blocked_senders = set()
+            for stream in blocked:
+                stream._capacity_changed()
         send = self._endpoint.send
         for datagram, addr in core.datagrams_to_send(trio.current_time()):
             send(datagram, addr)
@@ -114,8 +122,6 @@ class SeamConnection:
                     stream._deliver(event.data, event.end_stream)
                 else:
                     core.stream_data_consumed(event.stream_id, len(event.data))
-                for stream in self._streams.values():
-                    stream._capacity_changed()
             elif isinstance(event, DatagramReceived):
                 if len(self._datagrams) >= core.config.datagram_queue_size:
                     self._datagrams.popleft()
@@ -138,9 +144,6 @@ class SeamConnection:
                 logger.info("peer moved to %s:%d", *event.address)
             elif isinstance(event, ConnectionTerminated):
                 self._on_terminated(event)
-        # Acknowledgements free send buffer space: let blocked writers retry.
-        for stream in self._streams.values():
-            stream._capacity_changed()
         self._stream_slot.unpark_all()
 
     def _stream_for_event(self, stream_id: int) -> SeamStream | None:
@@ -175,7 +178,8 @@ class SeamConnection:
         self._timer_changed.set()
 
     def _consumed(self, stream_id: int, nbytes: int) -> None:
-        self.core.stream_data_consumed(stream_id, nbytes)
+        if self.core.stream_data_consumed(stream_id, nbytes):
+            self.pump()  # send the window update now, not with the next packet
 
     def _stream_closed(self, stream: SeamStream) -> None:
         self._streams.pop(stream.stream_id, None)
@@ -299,42 +303,48 @@ async def connect(
     peer: Address = (sockaddr[0], sockaddr[1])
     bind_host = local_host or ("::" if family == trio.socket.AF_INET6 else "0.0.0.0")
     endpoint = Endpoint(open_udp_socket(bind_host, 0))
+    failure: HandshakeError | None = None
     try:
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(endpoint.receive_loop)
-            nursery.start_soon(endpoint.flush_loop)
-            core = Connection.connect(
-                identity=identity,
-                server_keys=server_keys,
-                peer_address=peer,
-                config=config,
-                now=trio.current_time(),
-            )
-            conn = SeamConnection(core, endpoint)
-            await nursery.start(conn.run)
-            conn.pump()
-            with trio.CancelScope() as wait_scope:
-                async with trio.open_nursery() as waiters:
-
-                    async def _until(event: trio.Event) -> None:
-                        await event.wait()
-                        waiters.cancel_scope.cancel()
-
-                    waiters.start_soon(_until, conn.established)
-                    waiters.start_soon(_until, conn.terminated)
-            del wait_scope
-            if not conn.established.is_set():
-                if conn._handshake_error is not None:
-                    raise conn._handshake_error
-                raise HandshakeError("handshake failed", reason="refused")
-            try:
-                yield conn
-            finally:
-                with trio.CancelScope(shield=True):
-                    await conn.aclose()
+        with unwrap_single_exception():
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(endpoint.receive_loop)
+                nursery.start_soon(endpoint.flush_loop)
+                core = Connection.connect(
+                    identity=identity,
+                    server_keys=server_keys,
+                    peer_address=peer,
+                    config=config,
+                    now=trio.current_time(),
+                )
+                conn = SeamConnection(core, endpoint)
+                await nursery.start(conn.run)
+                conn.pump()
+                await _first_of(conn.established, conn.terminated)
+                if conn.established.is_set():
+                    try:
+                        yield conn
+                    finally:
+                        with trio.CancelScope(shield=True):
+                            await conn.aclose()
+                else:
+                    failure = conn._handshake_error or HandshakeError("handshake failed", reason="refused")
                 nursery.cancel_scope.cancel()
     finally:
         endpoint.close()
+    if failure is not None:
+        raise failure
+
+
+async def _first_of(*events: trio.Event) -> None:
+    """Wait until any of ``events`` is set."""
+    async with trio.open_nursery() as waiters:
+
+        async def wait_one(event: trio.Event) -> None:
+            await event.wait()
+            waiters.cancel_scope.cancel()
+
+        for event in events:
+            waiters.start_soon(wait_one, event)
 
 
 # --------------------------------------------------------------------- server
@@ -415,20 +425,21 @@ async def listen(
     admission = Admission(identity, config)
     endpoint = Endpoint(sock)
     try:
-        async with trio.open_nursery() as nursery:
-            listener = SeamListener(endpoint, admission, nursery)
-            endpoint._on_unknown = listener._on_unknown
-            nursery.start_soon(endpoint.receive_loop)
-            nursery.start_soon(endpoint.flush_loop)
-            try:
-                yield listener
-            finally:
-                listener._closed = True
-                listener._ready_event.set()
-                with trio.CancelScope(shield=True):
-                    for conn in list(endpoint.connections.values()):
-                        await conn.aclose(ErrorCode.NO_ERROR, "server shutting down")
-                nursery.cancel_scope.cancel()
+        with unwrap_single_exception():
+            async with trio.open_nursery() as nursery:
+                listener = SeamListener(endpoint, admission, nursery)
+                endpoint._on_unknown = listener._on_unknown
+                nursery.start_soon(endpoint.receive_loop)
+                nursery.start_soon(endpoint.flush_loop)
+                try:
+                    yield listener
+                finally:
+                    listener._closed = True
+                    listener._ready_event.set()
+                    with trio.CancelScope(shield=True):
+                        for conn in list(endpoint.connections.values()):
+                            await conn.aclose(ErrorCode.NO_ERROR, "server shutting down")
+                    nursery.cancel_scope.cancel()
     finally:
         endpoint.close()
 

@@ -100,6 +100,7 @@ class SeamStream(trio.abc.HalfCloseableStream):
             while sent < total:
                 capacity = core.stream_send_capacity(self.stream_id)
                 if capacity <= 0:
+                    self._conn._blocked_senders.add(self)
                     await self._send_lot.park()
                     self._check_send()
                     continue
@@ -118,6 +119,7 @@ class SeamStream(trio.abc.HalfCloseableStream):
             await trio.lowlevel.checkpoint()
             self._check_send()
             while self._conn.core.stream_send_capacity(self.stream_id) <= 0:
+                self._conn._blocked_senders.add(self)
                 await self._send_lot.park()
                 self._check_send()
         finally:
