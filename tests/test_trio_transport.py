@@ -188,6 +188,7 @@ class NatRebinder:
         self.outside = trio.socket.socket(trio.socket.AF_INET, trio.socket.SOCK_DGRAM)
         self.client: tuple[str, int] | None = None
         self.rebinds = 0
+        self._nursery: trio.Nursery | None = None
 
     async def start(self) -> int:
         await self.inside.bind(("127.0.0.1", 0))
@@ -195,23 +196,30 @@ class NatRebinder:
         return self.inside.getsockname()[1]
 
     async def rebind(self) -> None:
+        """The NAT forgets the mapping: later packets leave from a new port."""
+        assert self._nursery is not None
         old = self.outside
-        self.outside = trio.socket.socket(trio.socket.AF_INET, trio.socket.SOCK_DGRAM)
-        await self.outside.bind(("127.0.0.1", 0))
+        new = trio.socket.socket(trio.socket.AF_INET, trio.socket.SOCK_DGRAM)
+        await new.bind(("127.0.0.1", 0))
+        self.outside = new
+        self._nursery.start_soon(self._server_to_client, new)
         self.rebinds += 1
         old.close()
 
     async def run(self) -> None:
         async with trio.open_nursery() as nursery:
+            self._nursery = nursery
             nursery.start_soon(self._client_to_server)
-            while True:
-                outside = self.outside
-                try:
-                    data, _ = await outside.recvfrom(65535)
-                except OSError:
-                    continue  # closed by rebind; read from the new socket
-                if self.client is not None:
-                    await self.inside.sendto(data, self.client)
+            nursery.start_soon(self._server_to_client, self.outside)
+
+    async def _server_to_client(self, outside: trio.socket.SocketType) -> None:
+        while True:
+            try:
+                data, _ = await outside.recvfrom(65535)
+            except (trio.ClosedResourceError, OSError):
+                return  # this mapping is gone
+            if self.client is not None:
+                await self.inside.sendto(data, self.client)
 
     async def _client_to_server(self) -> None:
         while True:
@@ -269,7 +277,7 @@ async def test_half_closeable_stream_contract() -> None:
                 yield make
 
     async with pair_factory() as make:
-        with trio.fail_after(120):
+        with trio.fail_after(30):
             await trio.testing.check_half_closeable_stream(make, None)
 
 

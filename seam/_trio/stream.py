@@ -10,6 +10,7 @@ attached) when the peer or the network broke the stream.
 
 from __future__ import annotations
 
+import operator
 from collections import deque
 from typing import TYPE_CHECKING
 
@@ -141,8 +142,10 @@ class SeamStream(trio.abc.HalfCloseableStream):
     # --------------------------------------------------------------- receiving
 
     async def receive_some(self, max_bytes: int | None = None) -> bytes:
-        if max_bytes is not None and max_bytes < 1:
-            raise ValueError("max_bytes must be at least 1")
+        if max_bytes is not None:
+            max_bytes = operator.index(max_bytes)  # TypeError for floats, as trio requires
+            if max_bytes < 1:
+                raise ValueError("max_bytes must be at least 1")
         if self._receiving:
             raise trio.BusyResourceError("another task is already receiving on this stream")
         self._receiving = True
