@@ -64,6 +64,7 @@ def __getattr__(name: str) -> Any:
     globals()[name] = value
     return value
 
+
 __all__ = [
     "Connection",
     "ConnectionClosed",

@@ -49,7 +49,7 @@ class Reader:
     discard the reader.
     """
 
-    __slots__ = ("_data", "_pos", "_end")
+    __slots__ = ("_data", "_end", "_pos")
 
     def __init__(self, data: bytes | memoryview, start: int = 0, end: int | None = None) -> None:
         self._data = data

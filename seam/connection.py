@@ -811,9 +811,9 @@ class Connection:
 
     def _on_packet_acked(self, packet: SentPacket) -> None:
         for info in packet.frames:
-            kind = info[0]  # type: ignore[index]
+            kind = info[0]
             if kind == "stream":
-                _, sid, offset, length, fin = info  # type: ignore[misc]
+                _, sid, offset, length, fin = info
                 stream = self._streams.get(sid)
                 if stream is not None:
                     stream.send.on_acked(offset, length, fin)
@@ -822,18 +822,25 @@ class Connection:
     def _on_packets_lost(self, lost: list[SentPacket]) -> None:
         for packet in lost:
             for info in packet.frames:
-                kind = info[0]  # type: ignore[index]
+                kind = info[0]
                 if kind == "stream":
-                    _, sid, offset, length, fin = info  # type: ignore[misc]
+                    _, sid, offset, length, fin = info
                     stream = self._streams.get(sid)
                     if stream is not None and not stream.send.is_reset:
                         stream.send.on_lost(offset, length, fin)
                         self._mark_send_ready(sid)
-                elif kind in ("max_data", "max_stream_data", "reset", "stop", "max_streams", "handshake_done"):
+                elif kind in (
+                    "max_data",
+                    "max_stream_data",
+                    "reset",
+                    "stop",
+                    "max_streams",
+                    "handshake_done",
+                ):
                     if kind == "handshake_done":
                         self._handshake_done_pending = True
                     else:
-                        self._queue_control(info)  # type: ignore[arg-type]
+                        self._queue_control(info)
 
     def _maybe_discard_stream(self, stream: _StreamState) -> None:
         send_done = stream.send.is_reset or stream.send.all_acked
@@ -844,7 +851,10 @@ class Connection:
         if peer_initiated:
             self._peer_streams_closed += 1
             self._local_stream_limit = self._peer_streams_closed + self.config.max_concurrent_streams
-            if self._local_stream_limit - self._local_stream_limit_sent >= self.config.max_concurrent_streams // 2:
+            if (
+                self._local_stream_limit - self._local_stream_limit_sent
+                >= self.config.max_concurrent_streams // 2
+            ):
                 self._queue_control(("max_streams",))
 
     # ------------------------------------------------------------------- send
@@ -918,7 +928,11 @@ class Connection:
             return out
         if self._hs_retransmit_at is not None and now >= self._hs_retransmit_at:
             out.extend((d, self.peer_address) for d in self._hs_flight)
-            if self.state is State.HANDSHAKE and self._tx is None and self._hs_backoff > HANDSHAKE_RETRANSMIT_INITIAL:
+            if (
+                self.state is State.HANDSHAKE
+                and self._tx is None
+                and self._hs_backoff > HANDSHAKE_RETRANSMIT_INITIAL
+            ):
                 # msg1 unanswered twice: perhaps our cookie was damaged. Ask for a fresh one.
                 out.append((pk.encode_hello(self.remote_cid, self.local_cid), self.peer_address))
             self._hs_retransmit_at = now + self._hs_backoff
@@ -973,7 +987,7 @@ class Connection:
             probe = self._probes_owed > 0
             cwnd_open = probe or recovery.can_send(self.config.max_datagram_size)
             parts: list[bytes] = []
-            infos: list[object] = []
+            infos: list[Any] = []
             size = 0
             ack_eliciting = False
             ack_due = self._ack_eliciting_unacked >= ACK_ELICITING_THRESHOLD or (
@@ -1019,7 +1033,10 @@ class Connection:
                     parts.append(pk.PING_BYTES)
                     size += 1
                     ack_eliciting = True
-                if not ack_eliciting and now >= self._last_ack_eliciting_sent + self.config.keepalive_interval:
+                if (
+                    not ack_eliciting
+                    and now >= self._last_ack_eliciting_sent + self.config.keepalive_interval
+                ):
                     parts.append(pk.PING_BYTES)
                     size += 1
                     ack_eliciting = True
@@ -1053,7 +1070,7 @@ class Connection:
             elif not cwnd_open:
                 return  # an ACK-only packet; nothing else may go until the window opens
 
-    def _fill_streams(self, parts: list[bytes], infos: list[object], size: int, max_payload: int) -> int:
+    def _fill_streams(self, parts: list[bytes], infos: list[Any], size: int, max_payload: int) -> int:
         ready = self._send_ready
         ready_set = self._send_ready_set
         rounds = len(ready)
@@ -1067,7 +1084,9 @@ class Connection:
                 continue
             send = stream.send
             credit = min(stream.peer_max_data - send.highest_sent, self._conn_credit.available)
-            room = max_payload - size - pk.stream_frame_overhead(stream_id, send.highest_sent + (1 << 20), 65535)
+            room = (
+                max_payload - size - pk.stream_frame_overhead(stream_id, send.highest_sent + (1 << 20), 65535)
+            )
             if room <= 0:
                 break
             before = send.highest_sent
@@ -1086,7 +1105,9 @@ class Connection:
             parts.append(encoded)
             infos.append(("stream", stream_id, offset, len(data), fin))
             size += len(encoded)
-            if not send.has_pending or (send.highest_sent >= stream.peer_max_data and not send.has_retransmit):
+            if not send.has_pending or (
+                send.highest_sent >= stream.peer_max_data and not send.has_retransmit
+            ):
                 ready.popleft()
                 ready_set.discard(stream_id)
             else:
@@ -1171,7 +1192,9 @@ class Connection:
     def _handshake_failed(self, exc: HandshakeError) -> None:
         self._terminate(ErrorCode.PROTOCOL_VIOLATION, str(exc), by_peer=False, handshake_failure=exc.reason)
 
-    def _terminate(self, code: int, reason: str, *, by_peer: bool, handshake_failure: str | None = None) -> None:
+    def _terminate(
+        self, code: int, reason: str, *, by_peer: bool, handshake_failure: str | None = None
+    ) -> None:
         if self.state is State.CLOSED:
             return
         self.state = State.CLOSED

@@ -32,10 +32,14 @@ async def run_demo(size_mb: int, cipher: str, congestion: str) -> None:
     config = seam.SeamConfig(cipher=cipher, congestion=congestion)  # type: ignore[arg-type]
     async with trio.open_nursery() as nursery:
         listener = await nursery.start(
-            lambda task_status: seam.serve(_sink, "127.0.0.1", 0, identity=identity, config=config, task_status=task_status)
+            lambda task_status: seam.serve(
+                _sink, "127.0.0.1", 0, identity=identity, config=config, task_status=task_status
+            )
         )
         started = time.perf_counter()
-        async with seam.connect("127.0.0.1", listener.port, server_keys=identity.public, config=config) as conn:
+        async with seam.connect(
+            "127.0.0.1", listener.port, server_keys=identity.public, config=config
+        ) as conn:
             handshake = time.perf_counter() - started
             print(f"handshake (hybrid X25519 + ML-KEM-768, {cipher}): {handshake * 1000:.1f} ms")
             data = os.urandom(1 << 20) * size_mb

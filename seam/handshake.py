@@ -51,7 +51,11 @@ TAG_LEN = 16
 PAYLOAD1_LEN = 2  # cipher id, flags
 MSG1_LEN = X25519_KEY_LEN + KEM_PUBLIC_KEY_LEN + PAYLOAD1_LEN  # 1218
 MSG2_LEN = (
-    X25519_KEY_LEN + KEM_CIPHERTEXT_LEN + (X25519_KEY_LEN + TAG_LEN) + (KEM_PUBLIC_KEY_LEN + TAG_LEN) + (1 + TAG_LEN)
+    X25519_KEY_LEN
+    + KEM_CIPHERTEXT_LEN
+    + (X25519_KEY_LEN + TAG_LEN)
+    + (KEM_PUBLIC_KEY_LEN + TAG_LEN)
+    + (1 + TAG_LEN)
 )  # 2385
 MSG3_MIN_LEN = (KEM_CIPHERTEXT_LEN + TAG_LEN) + (X25519_KEY_LEN + TAG_LEN) + TAG_LEN  # 1168 + payload
 MAX_PAYLOAD3 = 1024  # bytes of application payload the client may attach to msg3
@@ -121,7 +125,9 @@ class SymmetricState:
             try:
                 plaintext = self._aead.decrypt(self._nonce(), ciphertext, self.h)
             except InvalidTag:
-                raise HandshakeError("handshake message failed authentication", reason="invalid-message") from None
+                raise HandshakeError(
+                    "handshake message failed authentication", reason="invalid-message"
+                ) from None
             self._n += 1
         self.mix_hash(ciphertext)
         return plaintext
@@ -240,7 +246,9 @@ class ClientHandshake:
         pos += X25519_KEY_LEN + TAG_LEN
         rskem = st.decrypt_and_hash(data[pos : pos + KEM_PUBLIC_KEY_LEN + TAG_LEN])
         pos += KEM_PUBLIC_KEY_LEN + TAG_LEN
-        if not (hmac.compare_digest(rs, self._pinned.x25519) and hmac.compare_digest(rskem, self._pinned.kem)):
+        if not (
+            hmac.compare_digest(rs, self._pinned.x25519) and hmac.compare_digest(rskem, self._pinned.kem)
+        ):
             raise HandshakeError(
                 "the relay's keys do not match the pinned keys "
                 f"(relay x25519 {rs.hex()[:16]}..., pinned {self._pinned.x25519_hex[:16]}...)",

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from seam.congestion.base import CongestionController
@@ -30,7 +30,7 @@ class SentPacket:
     size: int
     ack_eliciting: bool
     in_flight: bool
-    frames: list[object] = field(default_factory=list)
+    frames: list[Any] = field(default_factory=list)  # opaque to recovery: retransmission records
     # For rate-based controllers (BBR): delivery state when this packet left.
     delivered: int = 0
     delivered_time: float = 0.0
@@ -142,7 +142,10 @@ class LossRecovery:
         return max(K_TIME_THRESHOLD * max(rtt.latest_rtt, rtt.smoothed_rtt), K_GRANULARITY)
 
     def _detect_lost(self, now: float) -> list[SentPacket]:
-        """RFC 9002 6.1: packet and time thresholds. Both only grow with age, so stop at the first survivor."""
+        """RFC 9002 6.1: packet and time thresholds.
+
+        Both only grow with age, so the walk stops at the first survivor.
+        """
         self._loss_time = None
         lost: list[SentPacket] = []
         loss_delay = self._loss_delay()

@@ -110,7 +110,11 @@ class SendStream:
                 self._fin_sent = True
                 self._fin_lost = False
             return start, data, fin
-        if self._fin_requested and self.highest_sent == self._written and (not self._fin_sent or self._fin_lost):
+        if (
+            self._fin_requested
+            and self.highest_sent == self._written
+            and (not self._fin_sent or self._fin_lost)
+        ):
             self._fin_sent = True
             self._fin_lost = False
             return self._written, b"", True

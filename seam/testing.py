@@ -199,8 +199,12 @@ class Pair:
 
     def handshake(self) -> None:
         """Run until both sides are established (raises AssertionError otherwise)."""
-        ok = self.run(lambda: self.server is not None and self.server.is_established and self.client.is_established)
-        assert ok, f"handshake did not finish: client={self.client.state} server={self.server and self.server.state}"
+        ok = self.run(
+            lambda: self.server is not None and self.server.is_established and self.client.is_established
+        )
+        assert ok, (
+            f"handshake did not finish: client={self.client.state} server={self.server and self.server.state}"
+        )
 
 
 def transfer(pair: Pair, payloads: dict[int, bytes], *, max_time: float = 600.0) -> dict[int, bytes]:

@@ -11,12 +11,14 @@ from contextlib import asynccontextmanager
 
 import pytest
 import trio
+import trio.lowlevel
 import trio.testing
 
 import seam
 from seam.testing import shared_identities
 
 SERVER_IDENTITY, CLIENT_IDENTITY = shared_identities()
+StreamPair = tuple[seam.SeamStream, seam.SeamStream]
 
 
 @asynccontextmanager
@@ -107,7 +109,7 @@ async def test_200_concurrent_connections() -> None:
             async with trio.open_nursery() as nursery:
                 for i in range(200):
                     nursery.start_soon(one_client, listener.port, i, results)
-                await trio.sleep(0)
+                await trio.lowlevel.checkpoint()
     assert sorted(results) == list(range(200))
 
 
@@ -170,7 +172,7 @@ async def test_burst_of_garbage_and_replays_leaves_transfer_intact() -> None:
                             datagram = rng.randbytes(rng.randrange(1, 1300))
                         await attacker.sendto(datagram, ("127.0.0.1", listener.port))
                         if i % 100 == 0:
-                            await trio.sleep(0)
+                            await trio.lowlevel.checkpoint()
 
             with trio.fail_after(60):
                 async with trio.open_nursery() as nursery:
@@ -255,11 +257,13 @@ async def test_half_closeable_stream_contract() -> None:
         box.append(await conn.accept_stream())
 
     @asynccontextmanager
-    async def pair_factory() -> AsyncIterator[Callable[[], Awaitable[tuple[seam.SeamStream, seam.SeamStream]]]]:
+    async def pair_factory() -> AsyncIterator[Callable[[], Awaitable[StreamPair]]]:
         box: list[seam.SeamConnection] = []
+        server_ready = trio.Event()
 
         async def keep(conn: seam.SeamConnection) -> None:
             box.append(conn)
+            server_ready.set()
             await conn.wait_closed()
 
         async with running_server(keep) as listener:
@@ -268,8 +272,7 @@ async def test_half_closeable_stream_contract() -> None:
                 async def make() -> tuple[seam.SeamStream, seam.SeamStream]:
                     ours = await client.open_stream()
                     await ours.send_all(b"\x00")  # the peer learns of a stream from its first frame
-                    while not box:
-                        await trio.sleep(0.001)
+                    await server_ready.wait()
                     theirs = await box[0].accept_stream()
                     assert await theirs.receive_some(1) == b"\x00"
                     return ours, theirs
@@ -303,16 +306,17 @@ async def test_datagrams_round_trip_on_loopback() -> None:
 
 async def test_close_reaches_peer_with_reason() -> None:
     closed: list[seam.ConnectionClosed] = []
+    seen = trio.Event()
 
     async def wait(conn: seam.SeamConnection) -> None:
         closed.append(await conn.wait_closed())
+        seen.set()
 
     async with running_server(wait) as listener:
         async with seam.connect("127.0.0.1", listener.port, server_keys=SERVER_IDENTITY.public) as conn:
             await conn.aclose(seam.ErrorCode.APPLICATION_ERROR, "done here")
         with trio.fail_after(5):
-            while not closed:
-                await trio.sleep(0.01)
+            await seen.wait()
     assert closed[0].reason == "done here" and closed[0].by_peer
 
 

@@ -300,7 +300,7 @@ async def connect(
     identity = identity or Identity.generate()
     infos = await trio.socket.getaddrinfo(host, port, type=trio.socket.SOCK_DGRAM)
     family, _, _, _, sockaddr = infos[0]
-    peer: Address = (sockaddr[0], sockaddr[1])
+    peer: Address = (str(sockaddr[0]), int(sockaddr[1]))
     bind_host = local_host or ("::" if family == trio.socket.AF_INET6 else "0.0.0.0")
     endpoint = Endpoint(open_udp_socket(bind_host, 0))
     failure: HandshakeError | None = None

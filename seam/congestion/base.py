@@ -59,5 +59,7 @@ def create(name: str, **kwargs: Any) -> CongestionController:
     try:
         cls = _REGISTRY[name]
     except KeyError:
-        raise ValueError(f"unknown congestion controller {name!r}; choose one of {', '.join(available())}") from None
+        raise ValueError(
+            f"unknown congestion controller {name!r}; choose one of {', '.join(available())}"
+        ) from None
     return cls(**kwargs)

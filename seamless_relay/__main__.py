@@ -1,0 +1,3 @@
+from seamless_relay.cli import main
+
+main()
