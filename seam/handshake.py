@@ -63,10 +63,15 @@ LABEL_C2S = b"seam 1 c2s"
 LABEL_S2C = b"seam 1 s2c"
 
 KemEncapsulate = Callable[[MLKEM768PublicKey], tuple[bytes, bytes]]
+KemDecapsulate = Callable[[MLKEM768PrivateKey, bytes], bytes]
 
 
 def _real_encapsulate(public: MLKEM768PublicKey) -> tuple[bytes, bytes]:
     return public.encapsulate()
+
+
+def _real_decapsulate(private: MLKEM768PrivateKey, ciphertext: bytes) -> bytes:
+    return private.decapsulate(ciphertext)
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,9 +160,9 @@ def _kem_public(data: bytes) -> MLKEM768PublicKey:
         raise HandshakeError("malformed ML-KEM-768 public key", reason="invalid-key") from None
 
 
-def _decapsulate(private: MLKEM768PrivateKey, ciphertext: bytes) -> bytes:
+def _decapsulate(decapsulate: KemDecapsulate, private: MLKEM768PrivateKey, ciphertext: bytes) -> bytes:
     try:
-        return private.decapsulate(ciphertext)
+        return decapsulate(private, ciphertext)
     except ValueError:
         raise HandshakeError("malformed ML-KEM-768 ciphertext", reason="invalid-key") from None
 
@@ -188,9 +193,12 @@ class ClientHandshake:
         cipher: Cipher = Cipher.CHACHA20_POLY1305,
         ephemeral: tuple[X25519PrivateKey, MLKEM768PrivateKey] | None = None,
         kem_encapsulate: KemEncapsulate = _real_encapsulate,
+        kem_decapsulate: KemDecapsulate = _real_decapsulate,
     ) -> None:
+        """``ephemeral`` and the ``kem_*`` hooks exist for deterministic test vectors only."""
         self._identity = identity
         self._pinned = server_keys
+        self._decapsulate = kem_decapsulate
         self._cipher = cipher
         self._state = SymmetricState(prologue)
         self._e, self._ekem = ephemeral or (X25519PrivateKey.generate(), MLKEM768PrivateKey.generate())
@@ -241,7 +249,7 @@ class ClientHandshake:
         ct1 = data[pos : pos + KEM_CIPHERTEXT_LEN]
         pos += KEM_CIPHERTEXT_LEN
         st.mix_hash(ct1)
-        st.mix_key(_decapsulate(self._ekem, ct1))  # ephemeral KEM
+        st.mix_key(_decapsulate(self._decapsulate, self._ekem, ct1))  # ephemeral KEM
         rs = st.decrypt_and_hash(data[pos : pos + X25519_KEY_LEN + TAG_LEN])
         pos += X25519_KEY_LEN + TAG_LEN
         rskem = st.decrypt_and_hash(data[pos : pos + KEM_PUBLIC_KEY_LEN + TAG_LEN])
@@ -298,9 +306,12 @@ class ServerHandshake:
         ciphers: frozenset[Cipher] = frozenset(Cipher),
         ephemeral: X25519PrivateKey | None = None,
         kem_encapsulate: KemEncapsulate = _real_encapsulate,
+        kem_decapsulate: KemDecapsulate = _real_decapsulate,
         payload: bytes = b"",
     ) -> None:
+        """``ephemeral`` and the ``kem_*`` hooks exist for deterministic test vectors only."""
         self._identity = identity
+        self._decapsulate = kem_decapsulate
         self._ciphers = ciphers
         self._state = SymmetricState(prologue)
         self._e = ephemeral or X25519PrivateKey.generate()
@@ -367,7 +378,7 @@ class ServerHandshake:
         st = self._state
         pos = KEM_CIPHERTEXT_LEN + TAG_LEN
         ct2 = st.decrypt_and_hash(data[:pos])
-        st.mix_key(_decapsulate(self._identity.kem_private, ct2))  # static KEM
+        st.mix_key(_decapsulate(self._decapsulate, self._identity.kem_private, ct2))  # static KEM
         rs = st.decrypt_and_hash(data[pos : pos + X25519_KEY_LEN + TAG_LEN])
         pos += X25519_KEY_LEN + TAG_LEN
         st.mix_key(_dh(self._e, rs))  # se
