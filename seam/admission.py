@@ -17,6 +17,7 @@ from __future__ import annotations
 import os
 import random
 from collections import OrderedDict
+from collections.abc import Callable
 
 from seam import packet as pk
 from seam.config import SeamConfig
@@ -26,6 +27,7 @@ from seam.errors import HandshakeError, ParseError
 from seam.identity import Identity
 
 MAX_PENDING_HANDSHAKES = 1024  # partially reassembled msg1s held at once
+MAX_HANDSHAKING_CONNECTIONS = 4096  # admitted connections still without msg3
 PENDING_LIFETIME = 10.0  # seconds a partial msg1 is kept
 
 
@@ -47,6 +49,7 @@ class Admission:
         self._pending: OrderedDict[tuple[Address, bytes], tuple[float, _Reassembly]] = OrderedDict()
         self.dropped: dict[str, int] = {}
         self.refused = 0
+        self.handshaking: Callable[[], int] = lambda: 0  # set by the endpoint that owns the connections
 
     def _drop(self, reason: str) -> None:
         self.dropped[reason] = self.dropped.get(reason, 0) + 1
@@ -106,6 +109,9 @@ class Admission:
         if message is None:
             return None
         del self._pending[key]
+        if self.handshaking() >= MAX_HANDSHAKING_CONNECTIONS:
+            self._drop("handshake-backlog")  # the client retries; no ML-KEM work now
+            return None
         try:
             return Connection.accept(
                 identity=self.identity,

@@ -29,6 +29,7 @@ ACK ranges by ``MAX_TRACKED_RANGES``.
 from __future__ import annotations
 
 import enum
+import logging
 import os
 import random
 from collections import deque
@@ -66,6 +67,7 @@ from seam.recovery import LossRecovery, SentPacket
 from seam.stream import FlowControlWindow, ReceiveStream, SendCredit, SendStream
 
 Address = tuple[str, int]
+logger = logging.getLogger("seam.connection")
 
 HANDSHAKE_RETRANSMIT_INITIAL = 0.5  # seconds, doubled per retry, docs/protocol.md section 2
 MAX_TRACKED_RANGES = 64  # received-packet ranges kept for ACK frames
@@ -470,6 +472,10 @@ class Connection:
             self._fail(exc.code, str(exc))
         except HandshakeError as exc:
             self._handshake_failed(exc)
+        except Exception as exc:  # a bug of ours: end this connection, never the endpoint
+            logger.exception("internal error while processing a datagram")
+            self.count_drop("internal-error")
+            self._terminate(ErrorCode.INTERNAL_ERROR, f"internal error: {exc!r}", by_peer=False)
 
     def _receive_retry(self, header: pk.Retry, now: float) -> None:
         awaiting_msg2 = self.state is State.HANDSHAKE and self._tx is None

@@ -380,6 +380,9 @@ class SeamListener:
         counters["datagrams_received"] = self._endpoint.datagrams_received
         return counters
 
+    def _handshaking(self) -> int:
+        return sum(1 for conn in self._endpoint.connections.values() if not conn.established.is_set())
+
     def _on_unknown(self, data: bytes, addr: Address, now: float) -> None:
         replies, core = self._admission.receive_datagram(data, addr, now)
         for datagram, to in replies:
@@ -429,6 +432,7 @@ async def listen(
             async with trio.open_nursery() as nursery:
                 listener = SeamListener(endpoint, admission, nursery)
                 endpoint._on_unknown = listener._on_unknown
+                admission.handshaking = listener._handshaking
                 nursery.start_soon(endpoint.receive_loop)
                 nursery.start_soon(endpoint.flush_loop)
                 try:
@@ -469,6 +473,11 @@ async def serve(
 async def _run_handler(handler: Callable[[SeamConnection], Awaitable[object]], conn: SeamConnection) -> None:
     try:
         await handler(conn)
+    except (ConnectionClosed, trio.BrokenResourceError) as exc:
+        if isinstance(exc, ConnectionClosed) or isinstance(exc.__cause__, ConnectionClosed):
+            logger.debug("connection ended while its handler ran: %s", exc)  # the peer left: normal
+        else:
+            logger.exception("connection handler failed")
     except Exception:
         logger.exception("connection handler failed")
     finally:

@@ -147,7 +147,11 @@ class Endpoint:
                     conn.core.receive_datagram(data, addr, now)
                     touched[id(conn)] = conn
                 elif self._on_unknown is not None:
-                    self._on_unknown(data, addr, now)
+                    try:
+                        self._on_unknown(data, addr, now)
+                    except Exception:  # a bug of ours must not stop every connection on this socket
+                        logger.exception("internal error admitting a datagram from %s", addr)
+                        self.count_drop("internal-error")
                 else:
                     self.count_drop("unknown-cid")
             for conn in touched.values():
