@@ -70,6 +70,7 @@ Address = tuple[str, int]
 logger = logging.getLogger("seam.connection")
 
 HANDSHAKE_RETRANSMIT_INITIAL = 0.5  # seconds, doubled per retry, docs/protocol.md section 2
+HANDSHAKE_RETRANSMIT_MAX = 2.0  # seconds
 MAX_TRACKED_RANGES = 64  # received-packet ranges kept for ACK frames
 MAX_ACK_RANGES_SENT = 32
 ACK_ELICITING_THRESHOLD = 2  # RFC 9000 13.2.2: ack at least every second ack-eliciting packet
@@ -478,7 +479,7 @@ class Connection:
             self._terminate(ErrorCode.INTERNAL_ERROR, f"internal error: {exc!r}", by_peer=False)
 
     def _receive_retry(self, header: pk.Retry, now: float) -> None:
-        awaiting_msg2 = self.state is State.HANDSHAKE and self._tx is None
+        awaiting_msg2 = self._msg1_unanswered()
         if header.dcid != self.local_cid or not (self.state is State.HELLO or awaiting_msg2):
             self.count_drop("unexpected-retry")
             return
@@ -499,6 +500,15 @@ class Connection:
         self.state = State.HANDSHAKE
         self._hs_backoff = HANDSHAKE_RETRANSMIT_INITIAL
         self._hs_retransmit_at = now  # send msg1 at once
+
+    def _msg1_unanswered(self) -> bool:
+        """Client: msg1 sent, and not one fragment of msg2 back yet."""
+        return (
+            self.is_client
+            and self.state is State.HANDSHAKE
+            and self._tx is None
+            and 2 not in self._hs_reassembly
+        )
 
     def _reassemble(self, frag: pk.HandshakeFragment) -> bytes | None:
         held = self._hs_reassembly.get(frag.message)
@@ -934,15 +944,11 @@ class Connection:
             return out
         if self._hs_retransmit_at is not None and now >= self._hs_retransmit_at:
             out.extend((d, self.peer_address) for d in self._hs_flight)
-            if (
-                self.state is State.HANDSHAKE
-                and self._tx is None
-                and self._hs_backoff > HANDSHAKE_RETRANSMIT_INITIAL
-            ):
+            if self._msg1_unanswered() and self._hs_backoff >= 2 * HANDSHAKE_RETRANSMIT_INITIAL:
                 # msg1 unanswered twice: perhaps our cookie was damaged. Ask for a fresh one.
                 out.append((pk.encode_hello(self.remote_cid, self.local_cid), self.peer_address))
             self._hs_retransmit_at = now + self._hs_backoff
-            self._hs_backoff = min(self._hs_backoff * 2, 4.0)
+            self._hs_backoff = min(self._hs_backoff * 2, HANDSHAKE_RETRANSMIT_MAX)
         if self._tx is None:
             return out
         if self.state is State.CLOSING:
