@@ -1,0 +1,3 @@
+from seamless_client.cli import main
+
+main()

@@ -1,0 +1,1 @@
+"""Small real servers the end-to-end tests put behind a tunnel."""
