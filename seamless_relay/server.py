@@ -159,7 +159,7 @@ class Relay:
                 https_listener = await open_tcp_listener(config.https_addr.host, config.https_addr.port)
                 self.https_port = https_listener.socket.getsockname()[1]
                 nursery.start_soon(self._serve_public, https_listener, self.https, True)
-                nursery.start_soon(self.tls.watch)
+                await nursery.start(self.tls.watch)
             for rule in config.tcp_passthrough:
                 pt_listener = await open_tcp_listener(self.bind_host, rule.listen_port)
                 self.passthrough_ports.append(pt_listener.socket.getsockname()[1])

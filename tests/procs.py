@@ -96,8 +96,8 @@ def start_relay(group: ProcessGroup, *extra: str, store: Path | None = None, htt
     proc = group.start("relay", argv + list(extra))
     x25519 = proc.wait_for(r"seam-pubkey-x25519 ([0-9a-f]{64})").group(1)
     kem = proc.wait_for(r"seam-pubkey-kem ([0-9a-f]{2368})").group(1)
-    seam_port = int(proc.wait_for(r"seam listening on udp [^ ]+:(\d+)").group(1))
-    http_port = int(proc.wait_for(r"http listening on [^ ]+:(\d+)").group(1)) if http else None
+    seam_port = int(proc.wait_for(r"seam listening on udp \S+?:(\d+)\b").group(1))
+    http_port = int(proc.wait_for(r"http listening on \S+?:(\d+)\b").group(1)) if http else None
     proc.wait_for(r"connect: seamless http")
     return RelayInfo(proc, seam_port, http_port, x25519, kem, store)
 
