@@ -211,7 +211,9 @@ class HttpIngress:
             raise _Close()
         keep_alive = request.keep_alive and response.framing.kind != "until-close" and not upgrade
         upload.response_started = True
-        await public.send_all(forward_response_head(response, keep_alive=keep_alive))
+        await public.send_all(
+            forward_response_head(response, keep_alive=keep_alive, request_version=request.version)
+        )
         reader = BodyReader(response.framing)
         data = bytes(response_buffer)
         while True:
