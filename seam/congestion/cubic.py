@@ -25,6 +25,7 @@ class Cubic(CongestionController):
         self.w_max = 0.0  # segments
         self.k = 0.0  # seconds
         self._w_est = 0.0  # segments
+        self._cwnd_prior = 0.0  # segments, the window when ssthresh was last set (RFC 9438 section 4.3)
         self._cwnd_epoch = 0.0  # segments at the start of the epoch
 
     def w_cubic(self, t: float) -> float:
@@ -46,11 +47,14 @@ class Cubic(CongestionController):
                 self.w_max = cwnd
                 self.k = 0.0
                 self._w_est = cwnd
+                self._cwnd_prior = cwnd
             t = now - self._epoch_start
             target = self.w_cubic(t + rtt.smoothed_rtt)
             target = min(max(target, cwnd), 1.5 * cwnd)  # RFC 9438 section 4.2
             acked_segments = packet.size / mds
-            self._w_est += ALPHA_CUBIC * acked_segments / cwnd  # RFC 9438 section 4.3
+            # RFC 9438 section 4.3: alpha is 1, Reno's own increase, once W_est is back at cwnd_prior.
+            alpha = 1.0 if self._w_est >= self._cwnd_prior else ALPHA_CUBIC
+            self._w_est += alpha * acked_segments / cwnd
             if self.w_cubic(t) < self._w_est:
                 new = self._w_est  # Reno-friendly region
             else:
@@ -63,6 +67,7 @@ class Cubic(CongestionController):
         self._recovery_start = now
         mds = self.max_datagram_size
         cwnd = self.congestion_window / mds
+        self._cwnd_prior = cwnd
         # RFC 9438 section 4.7: fast convergence.
         self.w_max = cwnd * (1 + BETA_CUBIC) / 2 if cwnd < self.w_max else cwnd
         new = max(cwnd * BETA_CUBIC, self.minimum_window / mds)
