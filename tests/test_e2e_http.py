@@ -349,7 +349,9 @@ def test_wrong_relay_keys_exit_with_a_clear_message(group: ProcessGroup) -> None
     assert "keys do not match" in client.output()
 
 
-def test_client_survives_relay_restart(group: ProcessGroup) -> None:
+@pytest.mark.parametrize("how", ["sigterm", "sigkill"])
+def test_client_survives_relay_restart(group: ProcessGroup, how: str) -> None:
+    """SIGTERM: the relay says goodbye. SIGKILL: only the keepalive and idle timeout can tell."""
     seam_port, http_port = free_port(socket.SOCK_DGRAM), free_port()
     store = group.tmp / "relay.json"
     argv = ("--seam-addr", f"127.0.0.1:{seam_port}", "--http-addr", f"127.0.0.1:{http_port}")
@@ -358,7 +360,11 @@ def test_client_survives_relay_restart(group: ProcessGroup) -> None:
     client = start_client(group, relay, "http", str(echo_port))
     url = client.wait_for(r"Forwarding (http://\S+)").group(1)
     assert curl(url + "/").stdout == "hello from the local service\n"
-    relay.proc.stop()
+    if how == "sigkill":
+        relay.proc.popen.kill()
+        relay.proc.popen.wait(10)
+    else:
+        relay.proc.stop()
     started = time.monotonic()
     relay = start_relay_fixed(group, store, *argv)
     deadline = started + 45
@@ -370,6 +376,7 @@ def test_client_survives_relay_restart(group: ProcessGroup) -> None:
     elapsed = time.monotonic() - started
     assert result.stdout == "hello from the local service\n", client.output()
     assert elapsed < 40, f"back after {elapsed:.1f} s"
+    assert client.popen.poll() is None
 
 
 def start_relay_fixed(group: ProcessGroup, store: Path, *argv: str) -> RelayInfo:
