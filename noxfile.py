@@ -39,11 +39,16 @@ def typecheck(session: nox.Session) -> None:
 def fuzz(session: nox.Session) -> None:
     """Each atheris harness in fuzz/ for a bounded time (SEAMLESS_FUZZ_SECONDS, default 20)."""
     seconds = os.environ.get("SEAMLESS_FUZZ_SECONDS", "20")
-    harnesses = session.posargs or sorted(str(p) for p in (ROOT / "fuzz").glob("fuzz_*.py"))
+    harnesses = session.posargs or sorted(f"fuzz.{p.stem}" for p in (ROOT / "fuzz").glob("fuzz_*.py"))
     for harness in harnesses:
         session.log(f"fuzzing {harness} for {seconds} s")
         session.run(
-            "python", harness, f"-max_total_time={seconds}", "-rss_limit_mb=4096", "-print_final_stats=1"
+            "python",
+            "-m",
+            harness,
+            f"-max_total_time={seconds}",
+            "-rss_limit_mb=4096",
+            "-print_final_stats=1",
         )
 
 

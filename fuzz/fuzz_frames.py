@@ -6,8 +6,7 @@ raises nothing at all, whatever the bytes.
 
 from __future__ import annotations
 
-import sys
-
+from fuzz._harness import fuzz
 from seam.errors import ParseError
 from seam.packet import parse_frames
 
@@ -40,11 +39,7 @@ def TestOneInput(data: bytes) -> None:
 
 
 def main() -> None:
-    import atheris
-
-    atheris.instrument_all()
-    atheris.Setup(sys.argv, TestOneInput)
-    atheris.Fuzz()
+    fuzz(TestOneInput)
 
 
 if __name__ == "__main__":

@@ -5,13 +5,12 @@ picks a mode: modes 0-2 hand the raw rest to one reader; modes 3-5 apply the
 rest as an edit (offset, then bytes XORed in) to a real msg1/msg2/msg3, which
 reaches the key checks, ML-KEM decapsulation and the AEAD paths.
 
-Run: ``python fuzz/fuzz_handshake.py -max_total_time=60``.
+Run: ``python -m fuzz.fuzz_handshake -max_total_time=60``.
 """
 
 from __future__ import annotations
 
-import sys
-
+from fuzz._harness import fuzz
 from seam.errors import HandshakeError
 from seam.handshake import ClientHandshake, ServerHandshake
 from seam.testing import shared_identities
@@ -83,11 +82,7 @@ def TestOneInput(data: bytes) -> None:
 
 
 def main() -> None:
-    import atheris
-
-    atheris.instrument_all()
-    atheris.Setup(sys.argv, TestOneInput)
-    atheris.Fuzz()
+    fuzz(TestOneInput)
 
 
 if __name__ == "__main__":

@@ -7,8 +7,7 @@ forwards must parse again.
 
 from __future__ import annotations
 
-import sys
-
+from fuzz._harness import fuzz
 from seamless_relay.http_head import (
     BodyFraming,
     BodyReader,
@@ -70,11 +69,7 @@ def TestOneInput(data: bytes) -> None:
 
 
 def main() -> None:
-    import atheris
-
-    atheris.instrument_all()
-    atheris.Setup(sys.argv, TestOneInput)
-    atheris.Fuzz()
+    fuzz(TestOneInput)
 
 
 if __name__ == "__main__":

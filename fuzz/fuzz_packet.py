@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import sys
-
+from fuzz._harness import fuzz
 from seam.errors import ParseError
 from seam.packet import parse_header
 
@@ -16,11 +15,7 @@ def TestOneInput(data: bytes) -> None:
 
 
 def main() -> None:
-    import atheris
-
-    atheris.instrument_all()
-    atheris.Setup(sys.argv, TestOneInput)
-    atheris.Fuzz()
+    fuzz(TestOneInput)
 
 
 if __name__ == "__main__":

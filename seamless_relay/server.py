@@ -18,7 +18,6 @@ import random
 import re
 import signal
 from collections import Counter
-from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 import trio
@@ -28,7 +27,7 @@ from seam import ConnectionClosed, ErrorCode, Identity, SeamConfig, SeamConnecti
 from seamless_relay.control import PROTOCOL_VERSION, ControlError, Error, Ping, Pong, Register, Registered
 from seamless_relay.control_io import ControlChannel
 from seamless_relay.ingress.http import HttpIngress, Route
-from seamless_relay.ingress.tcp import contained, open_tcp_listener, serve_passthrough, serve_tcp_tunnel
+from seamless_relay.ingress.tcp import accept_forever, open_tcp_listener, serve_passthrough, serve_tcp_tunnel
 from seamless_relay.ingress.udp import open_udp_socket, serve_udp_tunnel
 from seamless_relay.registry import Registry, RegistryError, random_subdomain, validate_subdomain
 from seamless_relay.tunnel import Tunnel, address_host
@@ -235,15 +234,7 @@ class Relay:
                 with trio.CancelScope(shield=True):
                     await trio.aclose_forcefully(public)
 
-        async with listener, trio.open_nursery() as nursery:
-            while True:
-                try:
-                    public = await listener.accept()
-                except OSError as exc:
-                    logger.warning("accept failed: %s", exc)
-                    await trio.sleep(0.1)
-                    continue
-                nursery.start_soon(contained, "public http connection", _bind(serve, public))
+        await accept_forever(listener, serve, "public https" if tls else "public http")
 
     # ------------------------------------------------------------ tunnels
 
@@ -465,15 +456,6 @@ class Relay:
 def _close_socket(sock: Any) -> None:
     """Close a bound UDP socket or TCP listener synchronously."""
     getattr(sock, "socket", sock).close()
-
-
-def _bind(
-    fn: Callable[[trio.SocketStream], Awaitable[None]], arg: trio.SocketStream
-) -> Callable[[], Awaitable[None]]:
-    async def call() -> None:
-        await fn(arg)
-
-    return call
 
 
 async def _cancel_when_closed(conn: SeamConnection, scope: trio.CancelScope) -> None:

@@ -21,6 +21,39 @@ async def contained(what: str, handler: Callable[[], Awaitable[object]]) -> None
         logger.exception("%s failed", what)
 
 
+async def accept_forever(
+    listener: trio.SocketListener,
+    handler: Callable[[trio.SocketStream], Awaitable[None]],
+    what: str,
+    *,
+    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Accept connections until cancelled, each handled in its own contained task.
+
+    An accept error (EMFILE and friends) backs off briefly instead of spinning
+    or taking the listener down.
+    """
+    async with listener, trio.open_nursery() as nursery:
+        task_status.started()
+        while True:
+            try:
+                stream = await listener.accept()
+            except OSError as exc:
+                logger.warning("%s: accept failed: %s", what, exc)
+                await trio.sleep(0.1)
+                continue
+            nursery.start_soon(contained, what, _bind(handler, stream))
+
+
+def _bind(
+    handler: Callable[[trio.SocketStream], Awaitable[None]], stream: trio.SocketStream
+) -> Callable[[], Awaitable[None]]:
+    async def call() -> None:
+        await handler(stream)
+
+    return call
+
+
 def peer_of(stream: trio.SocketStream) -> str:
     try:
         return format_address(stream.socket.getpeername())
@@ -61,16 +94,7 @@ async def serve_tcp_tunnel(
                 tunnel.active -= 1
         logger.debug("tcp %s: %s done", tunnel.name, peer)
 
-    async with listener, trio.open_nursery() as nursery:
-        task_status.started()
-        while True:
-            try:
-                public = await listener.accept()
-            except OSError as exc:  # EMFILE and friends: back off instead of spinning
-                logger.warning("tcp %s: accept failed: %s", tunnel.name, exc)
-                await trio.sleep(0.1)
-                continue
-            nursery.start_soon(contained, f"tcp connection on {tunnel.name}", lambda p=public: forward(p))
+    await accept_forever(listener, forward, f"tcp tunnel {tunnel.name}", task_status=task_status)
 
 
 async def serve_passthrough(
@@ -92,13 +116,4 @@ async def serve_passthrough(
             async with backend:
                 await splice(public, backend)
 
-    async with listener, trio.open_nursery() as nursery:
-        task_status.started()
-        while True:
-            try:
-                public = await listener.accept()
-            except OSError as exc:
-                logger.warning("passthrough accept failed: %s", exc)
-                await trio.sleep(0.1)
-                continue
-            nursery.start_soon(contained, "passthrough connection", lambda p=public: forward(p))
+    await accept_forever(listener, forward, "passthrough", task_status=task_status)
