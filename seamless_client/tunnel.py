@@ -33,7 +33,7 @@ from seam import (
     SeamConnection,
     SeamStream,
 )
-from seamless_relay.control import ControlError, Error, NewConn, Register, Registered
+from seamless_relay.control import ControlError, Error, NewConn, Ping, Pong, Register, Registered
 from seamless_relay.control_io import ControlChannel, read_preamble
 from seamless_relay.splice import splice
 from seamless_relay.udpflow import FLOW_HEADER, IDLE_TIMEOUT, MAX_FLOWS, frame, unframe
@@ -48,7 +48,9 @@ BACKOFF_MAX = 30.0  # seconds
 REGISTER_TIMEOUT = 15.0  # seconds for the relay to answer Register
 PREAMBLE_TIMEOUT = 10.0  # seconds for a relay-opened stream to announce itself
 LOCAL_CONNECT_TIMEOUT = 10.0  # seconds to reach the local service
-FATAL_CODES = frozenset({"unsupported-version", "bad-token", "forbidden", "name-taken", "invalid"})
+FATAL_CODES = frozenset(
+    {"unsupported-version", "bad-token", "forbidden", "name-taken", "invalid", "replaced"}
+)
 
 
 class FatalError(Exception):
@@ -90,7 +92,7 @@ class TunnelClient:
         self.remote_port = settings.remote_port
         self.registered: Registered | None = None
         self.connections = 0
-        self._ready = trio.Event()
+        self.fatal: FatalError | None = None
 
     def seam_config(self) -> SeamConfig:
         return SeamConfig(cipher=self.settings.cipher, congestion=self.settings.congestion)
@@ -147,6 +149,11 @@ class TunnelClient:
             with trio.fail_after(REGISTER_TIMEOUT):
                 reply = await control.receive()
             if isinstance(reply, Error):
+                if reply.code == "name-taken" and self._chosen_by_relay():
+                    # The relay picked this name or port last time and gave it away after the grace
+                    # period: ask for a fresh one instead of giving up.
+                    self.subdomain, self.remote_port = self.settings.subdomain, self.settings.remote_port
+                    raise ConnectionClosed(f"{reply.message}; asking the relay for a new one")
                 if reply.code in FATAL_CODES:
                     raise FatalError(f"the relay refused the tunnel: {reply.message} ({reply.code})")
                 raise ConnectionClosed(f"the relay refused the tunnel for now: {reply.message}")
@@ -162,6 +169,11 @@ class TunnelClient:
             registered(reply)
             await self._forward_until_closed(conn, control)
 
+    def _chosen_by_relay(self) -> bool:
+        if self.settings.kind == "http":
+            return self.settings.subdomain is None and self.subdomain is not None
+        return not self.settings.remote_port and bool(self.remote_port)
+
     def _announce(self, reply: Registered, reconnect: bool) -> None:
         if self.on_registered is not None:
             self.on_registered(reply, reconnect)
@@ -174,24 +186,31 @@ class TunnelClient:
             self.out(f"Forwarding {url} -> {self.settings.kind}://{local}")
 
     async def _forward_until_closed(self, conn: SeamConnection, control: ControlChannel) -> None:
+        """Forward until the connection or the control stream ends; raises why."""
         try:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._accept_streams, conn, nursery)
                 nursery.start_soon(self._watch_control, control, nursery.cancel_scope)
                 if self.settings.kind == "udp":
                     nursery.start_soon(self._udp, conn)
-                closed = await conn.wait_closed()
+                await conn.wait_closed()
                 nursery.cancel_scope.cancel()
-        except* ConnectionClosed as group:
-            closed = group.exceptions[0]  # type: ignore[assignment]
+        except* ConnectionClosed:
+            pass
+        if self.fatal is not None:
+            raise self.fatal
         if conn.terminated.is_set():
-            raise closed
+            raise await conn.wait_closed()
         raise ConnectionClosed("the relay closed the control stream")
 
     async def _watch_control(self, control: ControlChannel, scope: trio.CancelScope) -> None:
         try:
-            while await control.receive() is not None:
-                pass
+            while (message := await control.receive()) is not None:
+                if isinstance(message, Error):
+                    self.fatal = FatalError(f"the relay ended the tunnel: {message.message} ({message.code})")
+                    break
+                if isinstance(message, Ping):
+                    await control.send(Pong(nonce=message.nonce))
         except (ControlError, trio.BrokenResourceError, trio.ClosedResourceError):
             pass
         scope.cancel()

@@ -107,7 +107,11 @@ def relay(
     ] = None,
     tunnel_keepalive: Annotated[
         Text,
-        _opt("tunnel_keepalive", "seconds between keepalives, up to 600", metavar="SECONDS"),
+        _opt(
+            "tunnel_keepalive",
+            "seconds of silence after which a tunnel is dead (keepalives go out at a third of it), up to 600",
+            metavar="SECONDS",
+        ),
     ] = None,
     cipher: Annotated[Text, _opt("cipher", "Seam AEAD", metavar="chacha20poly1305|aes256gcm")] = None,
     congestion: Annotated[

@@ -23,7 +23,14 @@ LENGTH_PREFIX = 4  # bytes
 
 TunnelKind = Literal["http", "tcp", "udp"]
 ErrorCode = Literal[
-    "unsupported-version", "bad-token", "forbidden", "name-taken", "limit-reached", "invalid", "internal"
+    "unsupported-version",
+    "bad-token",
+    "forbidden",
+    "name-taken",
+    "limit-reached",
+    "invalid",
+    "internal",
+    "replaced",
 ]
 
 

@@ -42,6 +42,7 @@ EVICT_TIMEOUT = 5.0  # seconds to wait for a replaced tunnel to free its port
 EXPIRE_INTERVAL = 30.0  # seconds between sweeps of expired reservations
 TLS_HANDSHAKE_TIMEOUT = 10.0  # seconds
 MAX_TUNNELS_PER_CLIENT = 16
+REPLACED_MESSAGE = "another connection with this client's key registered the same name"
 MAX_TUNNELS = 10_000
 MAX_CONNECTIONS_PER_IP = 512  # concurrent public HTTP(S) connections from one peer address
 HOSTNAME_RE = re.compile(
@@ -279,6 +280,7 @@ class Relay:
 
     async def _run_tunnel(self, tunnel: Tunnel, control: ControlChannel, register: Register) -> None:
         self.tunnels.add(tunnel)
+        tunnel.control = control
         try:
             async with trio.open_nursery() as nursery:
                 tunnel.nursery = nursery
@@ -336,6 +338,12 @@ class Relay:
     async def _evict(self, old: Tunnel) -> None:
         """The same client key registers a name it still holds: its new connection wins."""
         logger.info("client %s reconnected: replacing its tunnel %s", old.owner_hex, old.url)
+        if old.control is not None:
+            with trio.move_on_after(1):
+                try:
+                    await old.control.send(Error(code="replaced", message=REPLACED_MESSAGE))
+                except (trio.BrokenResourceError, trio.ClosedResourceError, ConnectionClosed):
+                    pass
         await old.conn.aclose(ErrorCode.NO_ERROR, "replaced by a newer connection of the same client")
         with trio.move_on_after(EVICT_TIMEOUT):
             await old.released.wait()
@@ -392,7 +400,7 @@ class Relay:
                     self.rng, length=self.config.subdomain_length, prefix=self.config.subdomain_prefix
                 )
                 candidate = f"{label}.{self.config.base_domain}"
-                if self.http_names.owner(candidate) is None:
+                if label not in self.config.reserved_subdomains and self.http_names.owner(candidate) is None:
                     hostname = candidate
                     break
             else:
@@ -487,7 +495,19 @@ async def serve_relay(
             assert config.tls_cert is not None and config.tls_key is not None  # the config checked this
             tls = CertificateStore.from_files(config.tls_cert, config.tls_key)
     relay = Relay(config, identity=load_identity(config), tokens=tokens, tls=tls)
-    await relay.run(task_status=task_status)
+    async with trio.open_nursery() as nursery:
+        if tls is None:
+            await nursery.start(_ignore_sighup)
+        await nursery.start(relay.run)
+        task_status.started(relay)
+
+
+async def _ignore_sighup(*, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+    """SIGHUP reloads certificates; without HTTPS there is nothing to reload, and it must not kill us."""
+    with trio.open_signal_receiver(signal.SIGHUP) as signals:
+        task_status.started()
+        async for _ in signals:
+            logger.info("SIGHUP: no certificates to reload (HTTPS is off)")
 
 
 def run(config: RelayConfig) -> int:
@@ -498,18 +518,34 @@ def run(config: RelayConfig) -> int:
             nursery.start_soon(_stop_on_signal, nursery.cancel_scope)
             await nursery.start(serve_relay, config)
 
+    from seamless_relay.tls import TlsConfigError
+
     failed: list[str] = []
+    bad_config: list[str] = []
     try:
         trio.run(main)
     except* KeyboardInterrupt:
         pass
+    except* (TlsConfigError, ValueError) as group:
+        bad_config.extend(str(exc) for exc in _leaves(group))
     except* OSError as group:
-        failed.extend(str(exc) for exc in group.exceptions)
+        failed.extend(str(exc) for exc in _leaves(group))
+    if bad_config:
+        logger.error("cannot start the relay: %s", "; ".join(bad_config))
+        return 2
     if failed:
         logger.error("cannot start the relay: %s", "; ".join(failed))
         return 1
     logger.info("relay stopped")
     return 0
+
+
+def _leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
+    """The real errors inside (possibly nested) exception groups."""
+    out: list[BaseException] = []
+    for exc in group.exceptions:
+        out.extend(_leaves(exc) if isinstance(exc, BaseExceptionGroup) else [exc])
+    return out
 
 
 async def _stop_on_signal(scope: trio.CancelScope) -> None:

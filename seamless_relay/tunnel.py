@@ -43,6 +43,7 @@ class Tunnel:
     bytes_in: int = 0
     bytes_out: int = 0
     registry_keys: list[object] = field(default_factory=list)
+    control: Any = None  # the ControlChannel, to tell the client why its tunnel ends
     released: trio.Event = field(default_factory=trio.Event)  # set once its names and ports are free
 
     @property

@@ -398,3 +398,72 @@ def test_seamless_demo_prints_a_working_url(group: ProcessGroup) -> None:
     assert result.returncode == 0, result.stderr
     assert "It works" in result.stdout
     assert "curl http" in demo.output()
+
+
+def test_second_process_with_the_same_key_replaces_the_first(stack: Stack) -> None:
+    home = stack.group.tmp / "twin-home"
+    first = start_client(
+        stack.group, stack.relay, "http", str(stack.echo_port), "--subdomain", "twin", config_home=home
+    )
+    first.wait_for("Forwarding")
+    second = start_client(
+        stack.group, stack.relay, "http", str(stack.echo_port), "--subdomain", "twin", config_home=home
+    )
+    second.wait_for("Forwarding")
+    assert first.popen.wait(20) == 1  # it stops instead of fighting for the name
+    assert "registered the same name" in first.output()
+    assert second.popen.poll() is None
+    assert curl(stack.url("/", sub="twin")).stdout == "hello from the local service\n"
+
+
+def test_relay_startup_errors_are_one_clear_line(group: ProcessGroup) -> None:
+    relay = start_relay(group)
+    busy = group.start(
+        "busy",
+        [
+            sys.executable,
+            "-m",
+            "seamless_relay",
+            "--seam-addr",
+            f"127.0.0.1:{relay.seam_port}",
+            "--http-addr",
+            "127.0.0.1:0",
+            "--store",
+            str(group.tmp / "b.json"),
+        ],
+    )
+    assert busy.popen.wait(30) == 1
+    assert "Address already in use" in busy.output() and "Traceback" not in busy.output()
+    bad_cert = group.tmp / "cert.pem"
+    bad_cert.write_text("not a certificate")
+    tls = group.start(
+        "tls",
+        [
+            sys.executable,
+            "-m",
+            "seamless_relay",
+            "--seam-addr",
+            "127.0.0.1:0",
+            "--http-addr",
+            "off",
+            "--https-addr",
+            "127.0.0.1:0",
+            "--tls-cert",
+            str(bad_cert),
+            "--tls-key",
+            str(bad_cert),
+            "--store",
+            str(group.tmp / "c.json"),
+        ],
+    )
+    assert tls.popen.wait(30) == 2
+    assert "cert.pem" in tls.output() and "Traceback" not in tls.output()
+
+
+def test_sighup_without_https_does_not_stop_the_relay(group: ProcessGroup) -> None:
+    import signal
+
+    relay = start_relay(group)
+    os.kill(relay.proc.popen.pid, signal.SIGHUP)
+    relay.proc.wait_for("no certificates to reload")
+    assert relay.proc.popen.poll() is None
