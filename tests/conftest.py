@@ -19,7 +19,7 @@ INSTALL_HINTS = {
     "ssh": "apt-get install openssh-client",
     "redis-server": "apt-get install redis-server",
     "redis-cli": "apt-get install redis-tools",
-    "dnsmasq": "apt-get install dnsmasq",
+    "dnsmasq": "apt-get install dnsmasq-base",
     "dig": "apt-get install dnsutils",
     "curl": "apt-get install curl",
 }
@@ -27,7 +27,7 @@ INSTALL_HINTS = {
 
 def require_tool(name: str) -> str:
     """The tool's path; skips (or fails under SEAMLESS_REQUIRE_ALL=1) when it is missing."""
-    path = shutil.which(name) or (shutil.which(name, path="/usr/sbin:/sbin") if name.endswith("d") else None)
+    path = shutil.which(name) or shutil.which(name, path="/usr/sbin:/sbin")  # daemons live in sbin
     if path is None:
         hint = INSTALL_HINTS.get(name, f"install {name}")
         message = f"needs `{name}` on PATH; install it with {hint}"

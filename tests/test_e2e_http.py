@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import socket
 import sys
 import time
@@ -125,6 +126,47 @@ def test_keep_alive_forwards_headers_on_every_request(stack: Stack) -> None:
     assert "Re-using existing connection" in result.stderr
     assert result.stdout.count('["X-Forwarded-For", "127.0.0.1"]') == 2
     assert result.stdout.endswith("hello from the local service\n")
+
+
+def test_hundred_keep_alive_requests_on_one_connection(stack: Stack) -> None:
+    result = curl("-v", *[stack.url(f"/headers?n={n}") for n in range(100)])
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.count("Re-using existing connection") == 99
+    assert result.stdout.count('["X-Forwarded-For", "127.0.0.1"]') == 100
+
+
+def test_two_hundred_concurrent_requests(stack: Stack) -> None:
+    urls = [stack.url(f"/?n={n}") for n in range(200)]
+    result = curl("--parallel", "--parallel-max", "200", "-w", "\\n%{http_code}\\n", *urls, timeout=60)
+    # Parallel transfers may interleave their writes, so count substrings rather than lines.
+    assert result.stdout.count("hello from the local service") == 200, result.stderr[-500:]
+    assert (
+        re.findall(r"\b\d{3}\b", result.stdout.replace("hello from the local service", "")) == ["200"] * 200
+    )
+
+
+def test_streamed_chunks_arrive_before_the_response_ends(stack: Stack) -> None:
+    request = b"GET /slow HTTP/1.1\r\nHost: app.localhost\r\nConnection: close\r\n\r\n"
+    with socket.create_connection(("127.0.0.1", stack.relay.http_port or 0), timeout=10) as sock:
+        started = time.monotonic()
+        sock.sendall(request)
+        data = b""
+        while b"first" not in data:
+            chunk = sock.recv(65536)
+            assert chunk, data
+            data += chunk
+        first_after = time.monotonic() - started
+        while chunk := sock.recv(65536):
+            data += chunk
+        total = time.monotonic() - started
+    assert first_after < 1.2 < total, (first_after, total)
+    assert b"Transfer-Encoding: chunked" in data and data.endswith(b"0\r\n\r\n")
+
+
+def test_random_subdomain_is_assigned_and_works(stack: Stack) -> None:
+    client = start_client(stack.group, stack.relay, "http", str(stack.echo_port))
+    url = client.wait_for(r"Forwarding (http://([a-z0-9]{8})\.localhost:\d+)").group(1)
+    assert curl(url + "/").stdout == "hello from the local service\n"
 
 
 def test_connection_header_cannot_strip_forwarding_headers(stack: Stack) -> None:
@@ -311,7 +353,7 @@ def test_stopped_client_is_503_and_name_stays_reserved(stack: Stack) -> None:
 
 def test_https_with_self_signed_certificate(stack: Stack) -> None:
     url = f"https://app.localhost:{stack.https_port}/headers"
-    result = curl("-k", url)
+    result = curl("-k", "--resolve", f"app.localhost:{stack.https_port}:127.0.0.1", url)
     assert result.returncode == 0, result.stderr
     headers = upstream_headers(result.stdout)
     assert headers["x-forwarded-proto"] == ["https"]

@@ -17,6 +17,7 @@ import socket
 import string
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -30,7 +31,7 @@ pytestmark = pytest.mark.timeout(60)
 SERVERS = Path(__file__).parent / "servers"
 RUN_TIMEOUT = 30.0  # seconds for any one client command (ssh, redis-cli, dig)
 REGISTER_TIMEOUT = 20.0  # seconds for a client to print its Forwarding line
-DNS_ANSWER = "192.0.2.7"  # what tests/servers/dns_server.py answers
+DNS_ANSWER = "192.0.2.7"  # what the private dnsmasq answers for *.example.test
 
 
 @pytest.fixture
@@ -78,6 +79,26 @@ def server_process(group: ProcessGroup, script: str, port: int) -> Proc:
     proc = group.start(script, [sys.executable, str(SERVERS / script), str(port)])
     proc.wait_for(rf"listening on {port}\b", timeout=10)
     return proc
+
+
+def dnsmasq(group: ProcessGroup) -> int:
+    """A private dnsmasq on a loopback port answering every *.example.test A query with DNS_ANSWER."""
+    binary = require_tool("dnsmasq")
+    port = free_port(socket.SOCK_DGRAM)
+    argv = [
+        binary,
+        "--keep-in-foreground",
+        "--no-resolv",
+        "--no-hosts",
+        "--no-dhcp-interface=",
+        "--pid-file=",
+    ]
+    argv += [f"--port={port}", "--listen-address=127.0.0.1", "--bind-interfaces", "--log-facility=-"]
+    argv += [f"--address=/example.test/{DNS_ANSWER}"]
+    if os.geteuid() == 0:
+        argv.append("--user=root")
+    group.start("dnsmasq", argv).wait_for(r"started, version", timeout=10)
+    return port
 
 
 def redis_server(group: ProcessGroup) -> int:
@@ -247,8 +268,7 @@ def dns_query(query_id: int, name: str) -> bytes:
 
 def test_dns_over_udp_tunnel(procs: ProcessGroup, relay: RelayInfo) -> None:
     dig = require_tool("dig")
-    local = free_port(socket.SOCK_DGRAM)
-    server_process(procs, "dns_server.py", local)
+    local = dnsmasq(procs)
     _, public = tunnel(procs, relay, "udp", local)
     argv = [dig, "@127.0.0.1", "-p", str(public), "+short", "+time=2", "+tries=3"]
 
@@ -293,6 +313,30 @@ def test_dns_over_udp_tunnel(procs: ProcessGroup, relay: RelayInfo) -> None:
     finally:
         for sock in socks.values():
             sock.close()
+
+
+def test_thousand_udp_datagrams_echoed(procs: ProcessGroup, relay: RelayInfo) -> None:
+    local = free_port(socket.SOCK_DGRAM)
+    server_process(procs, "udp_echo.py", local)
+    _, public = tunnel(procs, relay, "udp", local)
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.settimeout(3.0)
+        sock.sendto(b"warm-up", ("127.0.0.1", public))
+        assert sock.recv(2048) == b"warm-up"
+        echoed: set[int] = set()
+        for window in range(
+            0, 1000, 50
+        ):  # 50 in flight at a time: a burst, without flooding loopback buffers
+            for n in range(window, window + 50):
+                sock.sendto(n.to_bytes(4, "big") + bytes(500), ("127.0.0.1", public))
+            deadline = time.monotonic() + 3
+            while len(echoed) < window + 50 and time.monotonic() < deadline:
+                try:
+                    data = sock.recv(2048)
+                except TimeoutError:
+                    break
+                echoed.add(int.from_bytes(data[:4], "big"))
+    assert len(echoed) >= 990, f"{1000 - len(echoed)} of 1000 datagrams lost on loopback"
 
 
 # -- passthrough, port ownership ------------------------------------------------------------------

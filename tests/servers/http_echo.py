@@ -3,6 +3,7 @@
 GET /headers  -> JSON of the request headers and the peer address
 POST /echo    -> the request body back (Content-Length or chunked request), with its SHA-256
 GET /chunked  -> a chunked response of N (query ?n=) 1000-byte chunks
+GET /slow     -> a chunked response whose chunks come 1.5 s apart
 GET /big?mb=N -> N MiB of a repeating pattern with Content-Length
 anything else -> 200 "hello from the local service"
 
@@ -14,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import sys
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlparse
 
@@ -59,6 +61,15 @@ class Handler(BaseHTTPRequestHandler):
                 chunk = bytes([65 + i % 26]) * 1000
                 self.wfile.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
             self.wfile.write(b"0\r\n\r\n")
+        elif url.path == "/slow":
+            self.send_response(200)
+            self.send_header("Transfer-Encoding", "chunked")
+            self.end_headers()
+            for part in (b"first\n", b"second\n"):
+                self.wfile.write(b"%x\r\n%s\r\n" % (len(part), part))
+                self.wfile.flush()
+                time.sleep(1.5)
+            self.wfile.write(b"0\r\n\r\n")
         elif url.path == "/big":
             size = int(float(query.get("mb", ["1"])[0]) * 1024 * 1024)
             self.send_response(200)
@@ -84,8 +95,13 @@ class Handler(BaseHTTPRequestHandler):
         self.wfile.write(body)
 
 
+class Server(ThreadingHTTPServer):
+    request_queue_size = 256  # the stdlib's 5 resets bursts of concurrent connections
+    daemon_threads = True
+
+
 def main() -> None:
-    server = ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), Handler)
+    server = Server(("127.0.0.1", int(sys.argv[1])), Handler)
     print(f"listening on {server.server_address[1]}", flush=True)
     server.serve_forever()
 
