@@ -84,6 +84,17 @@ class Registry(Generic[T]):
         for key in [k for k, e in self._entries.items() if e.value is None and now >= e.reserved_until]:
             del self._entries[key]
 
+    def reserve(self, key: object, owner: bytes, until: float) -> None:
+        """Hold ``key`` for ``owner`` until ``until`` (restoring reservations after a restart)."""
+        if key not in self._entries:
+            self._entries[key] = _Entry(owner, None, until)
+
+    def snapshot(self) -> list[tuple[object, bytes, float | None]]:
+        """(key, owner, reserved_until or None while live) for every entry, for persisting."""
+        return [
+            (k, e.owner, None if e.value is not None else e.reserved_until) for k, e in self._entries.items()
+        ]
+
     def reserved_for(self, owner: bytes) -> list[object]:
         return [k for k, e in self._entries.items() if e.owner == owner]
 

@@ -30,6 +30,7 @@ from seamless_relay.ingress.http import HttpIngress, Route
 from seamless_relay.ingress.tcp import accept_forever, open_tcp_listener, serve_passthrough, serve_tcp_tunnel
 from seamless_relay.ingress.udp import open_udp_socket, serve_udp_tunnel
 from seamless_relay.registry import Registry, RegistryError, random_subdomain, validate_subdomain
+from seamless_relay.store import HTTP, PORTS, RelayStore
 from seamless_relay.tunnel import Tunnel, address_host
 
 if TYPE_CHECKING:
@@ -80,12 +81,14 @@ class Relay:
         identity: Identity,
         tokens: frozenset[str] | None = None,
         tls: Any = None,
+        store: RelayStore | None = None,
         rng: random.Random | None = None,
     ) -> None:
         self.config = config
         self.identity = identity
         self.tokens = tokens
         self.tls = tls  # a seamless_relay.tls.CertificateStore when HTTPS is on
+        self.store = store  # persists reservations across restarts; None keeps them in memory only
         self.rng = rng or random.SystemRandom()
         self.http_names: Registry[Tunnel] = Registry(grace=config.subdomain_grace)
         self.ports: Registry[Tunnel] = Registry(grace=config.subdomain_grace)
@@ -151,6 +154,12 @@ class Relay:
             trio.open_nursery() as nursery,
         ):
             self.seam_port = listener.port
+            if self.store is not None:
+                restored = RelayStore.restore(
+                    self.store.load_reservations(), self._registries(), now=trio.current_time()
+                )
+                if restored:
+                    logger.info("restored %d name and port reservations from %s", restored, self.store.path)
             if config.http_addr is not None:
                 http_listener = await open_tcp_listener(config.http_addr.host, config.http_addr.port)
                 self.http_port = http_listener.socket.getsockname()[1]
@@ -324,6 +333,14 @@ class Relay:
             logger.debug("control stream ended: %r", exc)
         scope.cancel()
 
+    def _registries(self) -> dict[str, Registry[Any]]:
+        return {HTTP: self.http_names, PORTS: self.ports}
+
+    def _persist(self) -> None:
+        if self.store is not None:
+            grace = self.config.subdomain_grace
+            self.store.save(self.identity, self._registries(), now=trio.current_time(), grace=grace)
+
     def _release(self, tunnel: Tunnel) -> None:
         now = trio.current_time()
         self.tunnels.discard(tunnel)
@@ -334,6 +351,7 @@ class Relay:
             registry = self.http_names if tunnel.kind == "http" else self.ports
             registry.release(key, tunnel, now)
         tunnel.released.set()
+        self._persist()
 
     async def _evict(self, old: Tunnel) -> None:
         """The same client key registers a name it still holds: its new connection wins."""
@@ -415,6 +433,7 @@ class Relay:
             tunnel.subdomain = hostname[: -len(self.config.base_domain) - 1]
         try:
             self.http_names.claim(hostname, owner, tunnel, now)
+            self._persist()
         except RegistryError as exc:
             raise Refusal("name-taken", f"{hostname} is already taken by another client") from exc
         tunnel.registry_keys.append(hostname)
@@ -454,6 +473,7 @@ class Relay:
         tunnel.socket = sock
         try:
             self.ports.claim((kind, bound), owner, tunnel, now)
+            self._persist()
         except RegistryError as exc:
             _close_socket(sock)
             raise Refusal("name-taken", f"{kind} port {bound} is already taken") from exc
@@ -474,11 +494,6 @@ async def _cancel_when_closed(conn: SeamConnection, scope: trio.CancelScope) -> 
 # ------------------------------------------------------------------ entry
 
 
-def load_identity(config: RelayConfig) -> Identity:
-    """The relay's identity from its store file, created (mode 0600) on first start."""
-    return Identity.load_or_create(config.store)
-
-
 async def serve_relay(
     config: RelayConfig, *, task_status: trio.TaskStatus[Relay] = trio.TASK_STATUS_IGNORED
 ) -> None:
@@ -494,7 +509,8 @@ async def serve_relay(
         else:
             assert config.tls_cert is not None and config.tls_key is not None  # the config checked this
             tls = CertificateStore.from_files(config.tls_cert, config.tls_key)
-    relay = Relay(config, identity=load_identity(config), tokens=tokens, tls=tls)
+    store = RelayStore(config.store)
+    relay = Relay(config, identity=store.load_identity(), tokens=tokens, tls=tls, store=store)
     async with trio.open_nursery() as nursery:
         if tls is None:
             await nursery.start(_ignore_sighup)

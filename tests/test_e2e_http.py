@@ -509,3 +509,26 @@ def test_sighup_without_https_does_not_stop_the_relay(group: ProcessGroup) -> No
     os.kill(relay.proc.popen.pid, signal.SIGHUP)
     relay.proc.wait_for("no certificates to reload")
     assert relay.proc.popen.poll() is None
+
+
+def test_reservations_survive_a_relay_restart(group: ProcessGroup) -> None:
+    seam_port, http_port = free_port(socket.SOCK_DGRAM), free_port()
+    store = group.tmp / "relay.json"
+    argv = ("--seam-addr", f"127.0.0.1:{seam_port}", "--http-addr", f"127.0.0.1:{http_port}")
+    relay = start_relay_fixed(group, store, *argv)
+    owner_home = group.tmp / "owner"
+    owner = start_client(group, relay, "http", "1", "--subdomain", "keep", config_home=owner_home)
+    owner.wait_for("Forwarding http://keep.localhost")
+    relay.proc.popen.kill()  # no goodbye: the store must already know
+    relay.proc.popen.wait(10)
+    owner.stop()
+    assert oct(store.stat().st_mode & 0o777) == "0o600"
+    relay = start_relay_fixed(group, store, *argv)
+    relay.proc.wait_for("restored 1 name and port reservations")
+    stranger = start_client(
+        group, relay, "http", "1", "--subdomain", "keep", config_home=group.tmp / "stranger"
+    )
+    assert stranger.popen.wait(30) == 1
+    assert "taken" in stranger.output()
+    again = start_client(group, relay, "http", "1", "--subdomain", "keep", config_home=owner_home)
+    again.wait_for("Forwarding http://keep.localhost")
