@@ -100,6 +100,7 @@ def _run_tunnel(
     port: str,
     *,
     subdomain: str | None = None,
+    hostname: str | None = None,
     remote_port: str | None = None,
 ) -> NoReturn:
     opts = _globals(ctx)
@@ -114,6 +115,7 @@ def _run_tunnel(
             token=opts.token,
             local_host=opts.local_host,
             subdomain=subdomain,
+            hostname=hostname,
             remote_port=remote_port,
             quiet=opts.quiet,
             congestion=opts.congestion,
@@ -145,9 +147,17 @@ def http(
     subdomain: Annotated[
         str | None, typer.Option("--subdomain", metavar="NAME", help="ask for NAME.<relay domain>")
     ] = None,
+    hostname: Annotated[
+        str | None,
+        typer.Option(
+            "--hostname",
+            metavar="DOMAIN",
+            help="ask for a custom domain (the relay must allow them; point its DNS at the relay)",
+        ),
+    ] = None,
 ) -> None:
     """Expose a local HTTP service at a public URL."""
-    _run_tunnel(ctx, "http", port, subdomain=subdomain)
+    _run_tunnel(ctx, "http", port, subdomain=subdomain, hostname=hostname)
 
 
 @app.command()

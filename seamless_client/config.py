@@ -25,6 +25,7 @@ from seamless_relay.config import (
     HostPort,
     check_host,
     explain,
+    is_hostname,
     split_host_port,
 )
 
@@ -119,6 +120,7 @@ class ClientSettings(BaseModel):
     kind: TunnelKind
     local_port: int
     subdomain: str | None = None
+    hostname: str | None = None  # http: a custom domain, on relays run with --allow-custom-domains
     remote_port: int | None = None  # tcp/udp: 0 lets the relay pick
     quiet: bool = False
     congestion: CongestionName = "cubic"
@@ -164,6 +166,16 @@ class ClientSettings(BaseModel):
             raise ValueError(f"must be a DNS label: letters, digits and '-', at most 63 (got {value!r})")
         return label
 
+    @field_validator("hostname")
+    @classmethod
+    def _hostname(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        name = value.strip().lower().rstrip(".")
+        if not is_hostname(name) or "." not in name:
+            raise ValueError(f"must be a full DNS name such as app.example.com (got {value!r})")
+        return name
+
     @field_validator("congestion", "cipher", mode="before")
     @classmethod
     def _lower(cls, value: Any) -> Any:
@@ -176,6 +188,10 @@ class ClientSettings(BaseModel):
             raise FieldError("remote_port", "only tcp and udp tunnels take a remote port")
         if self.kind != "http" and self.subdomain is not None:
             raise FieldError("subdomain", "only http tunnels take a subdomain")
+        if self.kind != "http" and self.hostname is not None:
+            raise FieldError("hostname", "only http tunnels take a hostname")
+        if self.subdomain is not None and self.hostname is not None:
+            raise FieldError("hostname", "give --subdomain or --hostname, not both")
         if self.kind != "http" and self.remote_port is None:
             raise FieldError("remote_port", f"required for {self.kind} tunnels (0 lets the relay pick)")
         return self
@@ -200,6 +216,7 @@ _FLAGS = {
     "kind": "COMMAND",
     "local_port": "PORT",
     "subdomain": "--subdomain",
+    "hostname": "--hostname",
     "remote_port": "--remote-port",
     "quiet": "--quiet",
     "congestion": "--congestion",
@@ -326,6 +343,7 @@ def build_client_settings(
     token: str | None = None,
     local_host: str | None = None,
     subdomain: str | None = None,
+    hostname: str | None = None,
     remote_port: int | str | None = None,
     quiet: bool = False,
     congestion: str | None = None,
@@ -354,6 +372,7 @@ def build_client_settings(
         "kind": kind,
         "local_port": local_port,
         "subdomain": subdomain,
+        "hostname": hostname,
         "remote_port": remote_port,
         "quiet": quiet,
         "local_host": local_host,

@@ -143,6 +143,7 @@ class TunnelClient:
                     token=settings.token,
                     kind=settings.kind,
                     subdomain=self.subdomain,
+                    hostname=settings.hostname,
                     remote_port=self.remote_port,
                 )
             )
@@ -171,7 +172,11 @@ class TunnelClient:
 
     def _chosen_by_relay(self) -> bool:
         if self.settings.kind == "http":
-            return self.settings.subdomain is None and self.subdomain is not None
+            return (
+                self.settings.subdomain is None
+                and self.settings.hostname is None
+                and self.subdomain is not None
+            )
         return not self.settings.remote_port and bool(self.remote_port)
 
     def _announce(self, reply: Registered, reconnect: bool) -> None:

@@ -532,3 +532,16 @@ def test_reservations_survive_a_relay_restart(group: ProcessGroup) -> None:
     assert "taken" in stranger.output()
     again = start_client(group, relay, "http", "1", "--subdomain", "keep", config_home=owner_home)
     again.wait_for("Forwarding http://keep.localhost")
+
+
+def test_custom_domain_when_the_relay_allows_it(group: ProcessGroup) -> None:
+    relay = start_relay(group, "--allow-custom-domains")
+    echo_port = start_echo(group)
+    client = start_client(group, relay, "http", str(echo_port), "--hostname", "App.Example.com")
+    client.wait_for(r"Forwarding http://app\.example\.com:\d+")
+    result = curl("-H", "Host: app.example.com", f"http://127.0.0.1:{relay.http_port}/headers")
+    assert upstream_headers(result.stdout)["x-forwarded-host"] == ["app.example.com"]
+    strict = start_relay(group, store=group.tmp / "strict.json")
+    refused = start_client(group, strict, "http", str(echo_port), "--hostname", "app.example.com")
+    assert refused.popen.wait(30) == 1
+    assert "custom domains are not allowed" in refused.output()
