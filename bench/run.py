@@ -7,6 +7,10 @@ by its PID at the end, and every wait is bounded.
 Transport (issue 2): Seam vs aioquic, both single-stream bulk over loopback
 with 1200-byte datagrams, handshakes per second, and the server's memory per
 idle connection.
+
+Tunnels: Seamless vs ``ssh -R`` (HTTP through nginx with wrk, TCP bulk, time
+to open a forwarded connection, relay and client memory), in its own table
+from ``bench/tunnel.py``, which also runs alone (``python -m bench.tunnel``).
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from pathlib import Path
 HERE = Path(__file__).parent
 PY = sys.executable
 TIMEOUT = 300  # seconds any single benchmark process may take
+TUNNEL_TIMEOUT = 3600  # seconds for the whole tunnel section (bench/tunnel.py)
 
 
 @dataclass
@@ -124,13 +129,21 @@ def main() -> None:
     parser.add_argument("--size-mb", type=int, default=64)
     parser.add_argument("--handshakes", type=int, default=200)
     parser.add_argument("--idle", type=int, default=500, help="idle connections for the memory figure")
+    parser.add_argument(
+        "--only", choices=["transport", "tunnel"], help="run one section (default: transport, then tunnel)"
+    )
     args = parser.parse_args()
-    rows = seam_rows(args)
-    print(f"\nmedian of {args.repeat} runs, {os.cpu_count()} cores, Python {sys.version.split()[0]}\n")
-    print("| benchmark | Seam | unit | peer (same run) | ratio |")
-    print("|---|---|---|---|---|")
-    for row in rows:
-        print("| " + " | ".join(row.cells()) + " |")
+    if args.only != "tunnel":
+        rows = seam_rows(args)
+        print(f"\nmedian of {args.repeat} runs, {os.cpu_count()} cores, Python {sys.version.split()[0]}\n")
+        print("| benchmark | Seam | unit | peer (same run) | ratio |")
+        print("|---|---|---|---|---|")
+        for row in rows:
+            print("| " + " | ".join(row.cells()) + " |", flush=True)
+    if args.only != "transport":
+        # Its own process and table: its peers (nginx, sshd, wrk) and columns differ.
+        tunnel = [PY, str(HERE / "tunnel.py"), "--repeat", str(args.repeat)]
+        subprocess.run(tunnel, cwd=HERE.parent, timeout=TUNNEL_TIMEOUT, check=True)
 
 
 if __name__ == "__main__":

@@ -26,10 +26,11 @@ Measured:
 3. New forwarded connection: connect, send one byte, read the echo, close;
    sequential, p50 and p99.
 4. Memory (VmRSS): a fresh relay and the client with 1 tunnel, then the relay
-   with 100 TCP tunnels registered by one driver process (``tunnel.py hold``,
-   100 ``TunnelClient``s, hence 100 Seam connections), beside sshd (the
-   listener and its per-connection processes, summed) and the ssh client with
-   1 and 100 ``-R`` forwards over a single ssh connection.
+   with 100 TCP tunnels registered by one driver process (``tunnel.py hold``:
+   100 ``TunnelClient``s, each with its own key and Seam connection, as 100
+   machines would register them; the relay caps tunnels per key), beside sshd
+   (the listener and its per-connection processes, summed) and the ssh client
+   with 1 and 100 ``-R`` forwards over a single ssh connection.
 
 ``--profile DIR`` then samples the relay and the client with py-spy during one
 more HTTP run and one more bulk upload, and prints where the time goes.
@@ -63,6 +64,11 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 PY = sys.executable
 SCRIPT = str(HERE / "tunnel.py")
+# Children import this checkout's packages, whatever an editable install elsewhere points at.
+CHILD_ENV = {
+    "PYTHONUNBUFFERED": "1",
+    "PYTHONPATH": os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p),
+}
 
 START_TIMEOUT = 30.0  # seconds for any process to report that it is ready
 STOP_TIMEOUT = 10.0  # seconds between SIGTERM and SIGKILL
@@ -156,7 +162,7 @@ class Procs:
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
                 cwd=ROOT,
-                env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
+                env={**os.environ, **CHILD_ENV, **(env or {})},
             )
         proc = Proc(name, popen, path)
         self.procs.append(proc)
@@ -287,6 +293,8 @@ def serve_helper() -> None:
 
 def hold_tunnels(args: argparse.Namespace) -> None:
     """Register ``--count`` TCP tunnels from one process, print their ports, hold until killed."""
+    import logging
+
     import trio
 
     from seam import Identity
@@ -294,7 +302,6 @@ def hold_tunnels(args: argparse.Namespace) -> None:
     from seamless_client.tunnel import TunnelClient
 
     async def main() -> None:
-        identity = Identity.generate()  # one owner key for all; each tunnel its own Seam connection
         ports: list[int] = []
         async with trio.open_nursery() as nursery:
             with trio.fail_after(HOLD_TIMEOUT):
@@ -309,12 +316,14 @@ def hold_tunnels(args: argparse.Namespace) -> None:
                         remote_port=0,
                         quiet=True,
                     )
-                    client = TunnelClient(settings, identity=identity, out=lambda line: None)
+                    # One key per tunnel, as 100 machines would have (the relay caps tunnels per key).
+                    client = TunnelClient(settings, identity=Identity.generate(), out=lambda line: None)
                     reply = await nursery.start(client.run)
                     ports.append(int(reply.remote_port))
             print(json.dumps({"ports": ports}), flush=True)
             await trio.sleep_forever()  # until the bench stops this process by its PID
 
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")  # reconnects
     trio.run(main)
 
 
@@ -589,7 +598,7 @@ class Report:
         ):
             if lines:
                 print(f"\n{title}:\n")
-                print("\n".join(line if line.startswith(("  ", "```")) else f"- {line}" for line in lines))
+                print("\n".join(line if line.startswith("  ") else f"- {line}" for line in lines))
 
 
 def med(values: list[float]) -> float | None:
@@ -612,7 +621,7 @@ class Rig:
     ssh_helper: int | None = None
 
 
-def build_rig(procs: Procs, report: Report, tools: dict[str, str | None]) -> Rig:
+def build_rig(procs: Procs, tools: dict[str, str | None]) -> Rig:
     rig = Rig(helper=start_helper(procs))
     if tools["nginx"]:
         rig.nginx = start_nginx(procs, tools["nginx"])
@@ -625,8 +634,11 @@ def build_rig(procs: Procs, report: Report, tools: dict[str, str | None]) -> Rig
     rig.tcp_public = int(url.rsplit(":", 1)[1])
     if tools["sshd"] and tools["ssh"] and tools["ssh-keygen"]:
         rig.sshd = start_sshd(procs, tools["sshd"], tools["ssh-keygen"])
-        rig.ssh_nginx, rig.ssh_helper = free_ports(2)
-        forwards = [(rig.ssh_helper, rig.helper)] + ([(rig.ssh_nginx, rig.nginx)] if rig.nginx else [])
+        rig.ssh_helper, ssh_nginx = free_ports(2)
+        forwards = [(rig.ssh_helper, rig.helper)]
+        if rig.nginx:
+            rig.ssh_nginx = ssh_nginx
+            forwards.append((ssh_nginx, rig.nginx))
         rig.ssh = start_ssh_forwards(procs, tools["ssh"], rig.sshd, forwards)
     return rig
 
@@ -761,9 +773,10 @@ def memory_rows(procs: Procs, rig: Rig, report: Report, tools: dict[str, str | N
         Row(f"client / ssh RSS, {tunnels} tunnels in one process (MB)", mb(client_many), mb(ssh_many)),
     ]
     report.notes.append(
-        f"memory: Seamless {tunnels} tunnels = {tunnels} Seam connections from one driver process; "
+        f"memory: Seamless {tunnels} tunnels = {tunnels} client keys and Seam connections in one driver "
+        "process; "
         f"ssh = {tunnels} -R on one ssh connection. sshd figure = listener + per-connection processes, "
-        "VmRSS summed (shared pages counted once per process)."
+        "VmRSS summed, so shared library pages count once per process (overstates sshd a little)."
     )
 
 
@@ -831,7 +844,9 @@ def summarise_profile(path: Path, seconds: float, rate: int, top: int = 12) -> l
     if not total:
         return [f"  {path.name}: no samples"]
     busy = 100 * total / (seconds * rate)
-    lines = [f"  {path.name}: {total} samples with the GIL held or running, ~{busy:.0f}% of one core"]
+    lines = [
+        f"  {path.name}: {total} active samples (idle excluded), the process busy ~{busy:.0f}% of one core"
+    ]
     lines.append("    own time (the function itself, C calls included):")
     lines += [f"      {100 * n / total:5.1f}%  {frame}" for frame, n in own.most_common(top)]
     lines.append("    inclusive time (the function and what it calls):")
@@ -869,8 +884,8 @@ def sample(
         argv = [pyspy, "record", "--pid", str(pid), "--format", "raw", "--nolineno"]
         argv += ["--rate", str(PROFILE_RATE), "--output", str(out)]
         spies.append((procs.start(f"py-spy-{name}-{scenario}", argv), out))
+    start = time.monotonic()  # py-spy samples from here (attaching) to the SIGINT
     time.sleep(1.0)  # let py-spy attach
-    start = time.monotonic()
     try:
         result = work()
     finally:
@@ -949,7 +964,7 @@ def run_bench(args: argparse.Namespace) -> Report:
     with tempfile.TemporaryDirectory(prefix="seamless-tunnel-bench-") as tmp:
         procs = Procs(Path(tmp))
         try:
-            rig = build_rig(procs, report, tools)
+            rig = build_rig(procs, tools)
             http_rows(rig, report, tools, args)
             bulk_rows(rig, report, args)
             connect_rows(rig, report, args)
