@@ -56,3 +56,9 @@ def fuzz(session: nox.Session) -> None:
 def bench(session: nox.Session) -> None:
     """Benchmarks beside their peers measured in the same run; prints a markdown table."""
     session.run("python", "bench/run.py", *session.posargs)
+
+
+@nox.session
+def lossy(session: nox.Session) -> None:
+    """Seam, TCP, ssh and aioquic across a userspace-emulated link (needs root for namespaces and TUN)."""
+    session.run("python", "-m", "bench.lossy", *session.posargs)

@@ -1,0 +1,1 @@
+"""Benchmarks: transport figures (run.py) and the emulated-link benchmark (lossy.py)."""

@@ -1,0 +1,1 @@
+"""A userspace link emulator (namespaces, TUN devices, a Python forwarder) and its endpoints."""

@@ -1,0 +1,470 @@
+"""Timed bulk-transfer endpoints for the link benchmark, measured at the receiver.
+
+``python -m bench.netem.peers KIND ROLE ...`` with KIND one of ``tcp``,
+``seam``, ``aioquic``, ``flood`` and ROLE ``recv`` or ``send`` (``tcp fdpass`` is an ssh ProxyCommand).
+
+A receiver binds (``--bind``, port 0), prints one JSON line with its port
+(and keys), accepts one transfer, counts bytes, samples its byte count every
+100 ms against ``time.monotonic()`` (one clock for every namespace on the
+host), answers the total as 8 bytes when the sender's EOF arrives, and prints
+one JSON result line: bytes, first/last byte times, samples, EOF seen, CPU
+seconds, error. It gives up after ``--max-seconds``.
+
+A sender connects, prints ``{"started": t}`` once the stream is open, sends
+for ``--seconds``, sends EOF, waits for the receiver's count and prints its
+result: bytes sent, the count echoed, CPU seconds, error.
+
+bench/seam_peer.py and bench/aioquic_peer.py bind and dial 127.0.0.1 and time
+a fixed size at the sender, so across two namespaces these endpoints stand in
+for them; the aioquic certificate and client settings are imported from
+bench/aioquic_peer.py so both benchmarks run aioquic the same way.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import resource
+import socket
+import time
+from typing import Any
+
+TICK = 0.1  # seconds between receiver byte-count samples
+CHUNK = 256 * 1024  # bytes per send call; bounds how far a sender overshoots its deadline
+REPLY_TIMEOUT = 60.0  # seconds a sender waits for the receiver's count after EOF
+AIOQUIC_SEND_BUFFER = 1 << 20  # bytes buffered in aioquic before the sender waits (it has no backpressure)
+
+
+def cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def emit(obj: dict[str, Any]) -> None:
+    print(json.dumps(obj), flush=True)
+
+
+class Meter:
+    """Receiver-side byte count with 100 ms samples of ``(monotonic time, total)``."""
+
+    def __init__(self) -> None:
+        self.total = 0
+        self.first: float | None = None
+        self.last: float | None = None
+        self.eof = False
+        self.error: str | None = None
+        self.samples: list[tuple[float, int]] = []
+        self._next = time.monotonic()
+        self._cpu0 = cpu_seconds()  # interpreter start-up and imports are not the transfer's
+
+    def add(self, count: int) -> None:
+        now = time.monotonic()
+        if self.first is None:
+            self.first = now
+        self.last = now
+        self.total += count
+
+    def maybe_sample(self) -> None:
+        now = time.monotonic()
+        if now >= self._next:
+            self.sample(now)
+
+    def sample(self, now: float) -> None:
+        self.samples.append((round(now, 4), self.total))
+        self._next = now + TICK
+
+    def result(self) -> dict[str, Any]:
+        self.sample(time.monotonic())
+        return {
+            "bytes": self.total,
+            "first": self.first,
+            "last": self.last,
+            "eof": self.eof,
+            "error": self.error,
+            "cpu": cpu_seconds() - self._cpu0,
+            "samples": self.samples,
+        }
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, BaseExceptionGroup):
+        return "; ".join(_describe(e) for e in exc.exceptions)
+    return f"{type(exc).__name__}: {exc}"
+
+
+# ------------------------------------------------------------------------ TCP
+
+
+def tcp_recv(args: argparse.Namespace) -> None:
+    meter = Meter()
+    deadline = time.monotonic() + args.max_seconds
+    with socket.create_server((args.bind, 0)) as server:
+        emit({"port": server.getsockname()[1]})
+        server.settimeout(args.max_seconds)
+        try:
+            conn, _ = server.accept()
+        except TimeoutError:
+            meter.error = "no connection"
+            emit(meter.result())
+            return
+    with conn:
+        conn.settimeout(TICK)
+        buf = bytearray(1 << 20)
+        try:
+            while time.monotonic() < deadline:
+                meter.maybe_sample()
+                try:
+                    n = conn.recv_into(buf)
+                except TimeoutError:
+                    continue
+                if not n:
+                    meter.eof = True
+                    break
+                meter.add(n)
+            if meter.eof:
+                conn.settimeout(10)
+                conn.sendall(meter.total.to_bytes(8, "big"))
+                conn.shutdown(socket.SHUT_WR)
+                conn.recv(1)  # the sender closes after reading the count
+        except OSError as exc:
+            meter.error = _describe(exc)
+    emit(meter.result())
+
+
+def tcp_send(args: argparse.Namespace) -> None:
+    data = os.urandom(CHUNK)
+    sent = 0
+    reply = None
+    error = None
+    cc = None
+    cpu0 = cpu_seconds()
+    try:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        with sock:
+            if args.cc:
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_CONGESTION, args.cc.encode())
+            sock.settimeout(30)
+            sock.connect((args.host, args.port))
+            cc = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_CONGESTION, 16).rstrip(b"\0").decode()
+            sock.settimeout(None)
+            started = time.monotonic()
+            emit({"started": started, "cc": cc})
+            deadline = started + args.seconds
+            while time.monotonic() < deadline:
+                sock.sendall(data)
+                sent += len(data)
+            sock.shutdown(socket.SHUT_WR)
+            sock.settimeout(REPLY_TIMEOUT)
+            raw = b""
+            while len(raw) < 8:
+                part = sock.recv(8 - len(raw))
+                if not part:
+                    break
+                raw += part
+            reply = int.from_bytes(raw, "big") if len(raw) == 8 else None
+    except OSError as exc:
+        error = _describe(exc)
+    emit({"sent": sent, "reply": reply, "error": error, "cpu": cpu_seconds() - cpu0, "cc": cc})
+
+
+def tcp_fdpass(args: argparse.Namespace) -> None:
+    """An ssh ``ProxyCommand`` with ``ProxyUseFdpass=yes``: connect with the chosen
+    congestion controller and hand the socket to ssh over stdout (SCM_RIGHTS).
+
+    ssh has no option for its socket's controller, and a namespace's default
+    may only be one of the host's ``tcp_allowed_congestion_control``.
+    """
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        if args.cc:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_CONGESTION, args.cc.encode())
+        sock.settimeout(30)
+        sock.connect((args.host, args.port))
+        with socket.socket(fileno=os.dup(1)) as channel:
+            socket.send_fds(channel, [b"\0"], [sock.fileno()])
+
+
+# ----------------------------------------------------------------------- Seam
+
+
+def seam_recv(args: argparse.Namespace) -> None:
+    import trio
+
+    import seam
+
+    meter = Meter()
+    identity = seam.Identity.generate()
+    config = seam.SeamConfig(congestion=args.congestion, max_datagram_size=args.mds)
+
+    async def handler(conn: seam.SeamConnection) -> None:
+        try:
+            stream = await conn.accept_stream()
+            while chunk := await stream.receive_some(1 << 16):
+                meter.add(len(chunk))
+            meter.eof = True
+            await stream.send_all(meter.total.to_bytes(8, "big"))
+            await stream.send_eof()
+            with trio.move_on_after(10):  # let the count reach the sender before closing
+                await conn.wait_closed()
+        except Exception as exc:
+            meter.error = _describe(exc)
+        finally:
+            done.set()
+
+    async def sampler() -> None:
+        while True:
+            meter.sample(time.monotonic())
+            await trio.sleep(TICK)
+
+    async def run() -> None:
+        async with trio.open_nursery() as nursery:
+            listener = await nursery.start(
+                lambda task_status: seam.serve(
+                    handler, args.bind, 0, identity=identity, config=config, task_status=task_status
+                )
+            )
+            emit(
+                {"port": listener.port, "x25519": identity.public.x25519_hex, "kem": identity.public.kem_hex}
+            )
+            nursery.start_soon(sampler)
+            with trio.move_on_after(args.max_seconds):
+                await done.wait()
+            nursery.cancel_scope.cancel()
+
+    done = trio.Event()
+    trio.run(run)
+    emit(meter.result())
+
+
+def seam_send(args: argparse.Namespace) -> None:
+    import trio
+
+    import seam
+
+    out: dict[str, Any] = {"sent": 0, "reply": None, "error": None}
+    cpu0 = cpu_seconds()
+
+    async def run() -> None:
+        config = seam.SeamConfig(congestion=args.congestion, max_datagram_size=args.mds)
+        keys = seam.PublicKeys.from_hex(args.x25519, args.kem)
+        data = os.urandom(CHUNK)
+        async with seam.connect(args.host, args.port, server_keys=keys, config=config) as conn:
+            stream = await conn.open_stream()
+            started = time.monotonic()
+            emit({"started": started})
+            deadline = started + args.seconds
+            while time.monotonic() < deadline:
+                await stream.send_all(data)
+                out["sent"] += len(data)
+            await stream.send_eof()
+            raw = b""
+            with trio.move_on_after(REPLY_TIMEOUT):
+                while len(raw) < 8:
+                    part = await stream.receive_some(8 - len(raw))
+                    if not part:
+                        break
+                    raw += part
+            out["reply"] = int.from_bytes(raw, "big") if len(raw) == 8 else None
+            stats = conn.stats()
+            out["packets_lost"] = stats.packets_lost
+            out["packets_retransmitted"] = stats.packets_retransmitted
+            out["srtt_ms"] = round(stats.smoothed_rtt * 1000, 2)
+
+    try:
+        trio.run(run)
+    except Exception as exc:
+        out["error"] = _describe(exc)
+    out["cpu"] = cpu_seconds() - cpu0
+    emit(out)
+
+
+# -------------------------------------------------------------------- aioquic
+
+
+def aioquic_recv(args: argparse.Namespace) -> None:
+    from aioquic.asyncio.protocol import QuicConnectionProtocol
+    from aioquic.asyncio.server import serve
+    from aioquic.quic.configuration import QuicConfiguration
+    from aioquic.quic.events import ConnectionTerminated, StreamDataReceived
+
+    from bench.aioquic_peer import ALPN, _certificate
+
+    meter = Meter()
+
+    async def run() -> None:
+        import tempfile
+
+        answered = asyncio.Event()
+        closed = asyncio.Event()
+
+        class Counter(QuicConnectionProtocol):
+            def quic_event_received(self, event: object) -> None:
+                if isinstance(event, StreamDataReceived):
+                    meter.add(len(event.data))
+                    if event.end_stream:
+                        meter.eof = True
+                        self._quic.send_stream_data(
+                            event.stream_id, meter.total.to_bytes(8, "big"), end_stream=True
+                        )
+                        self.transmit()
+                        answered.set()
+                elif isinstance(event, ConnectionTerminated):
+                    if not meter.eof:
+                        meter.error = f"connection terminated: {event.reason_phrase or event.error_code}"
+                    closed.set()
+
+        async def sampler() -> None:
+            while True:
+                meter.sample(time.monotonic())
+                await asyncio.sleep(TICK)
+
+        with tempfile.TemporaryDirectory() as tmp:
+            config = QuicConfiguration(
+                is_client=False, alpn_protocols=ALPN, congestion_control_algorithm=args.congestion
+            )
+            config.load_cert_chain(*_certificate(tmp))
+            server = await serve(args.bind, 0, configuration=config, create_protocol=Counter)
+            assert server._transport is not None
+            emit({"port": server._transport.get_extra_info("sockname")[1]})
+            sampling = asyncio.create_task(sampler())
+            try:
+                done = asyncio.create_task(closed.wait())
+                ended = asyncio.create_task(answered.wait())
+                await asyncio.wait(
+                    {done, ended}, timeout=args.max_seconds, return_when=asyncio.FIRST_COMPLETED
+                )
+                if ended.done():  # let the count reach the sender before closing
+                    await asyncio.wait({done}, timeout=10)
+                done.cancel()
+                ended.cancel()
+            finally:
+                sampling.cancel()
+                server.close()
+
+    asyncio.run(run())
+    emit(meter.result())
+
+
+def aioquic_send(args: argparse.Namespace) -> None:
+    from aioquic.asyncio.client import connect
+
+    from bench.aioquic_peer import _client_config
+
+    out: dict[str, Any] = {"sent": 0, "reply": None, "error": None}
+    cpu0 = cpu_seconds()
+
+    async def run() -> None:
+        config = _client_config()
+        config.congestion_control_algorithm = args.congestion
+        data = os.urandom(CHUNK)
+        async with connect(args.host, args.port, configuration=config) as client:
+            reader, writer = await client.create_stream()
+            stream_id = writer.get_extra_info("stream_id")
+            started = time.monotonic()
+            emit({"started": started})
+            deadline = started + args.seconds
+            while time.monotonic() < deadline:
+                writer.write(data)
+                out["sent"] += len(data)
+                await writer.drain()
+                # aioquic buffers whatever it is given and signals nothing when data is
+                # acknowledged, so poll its send buffer down to a bound.
+                while True:
+                    stream = client._quic._streams.get(stream_id)
+                    if stream is None:
+                        raise ConnectionError("stream gone")
+                    if len(stream.sender._buffer) <= AIOQUIC_SEND_BUFFER:
+                        break
+                    await asyncio.sleep(0.002)
+            writer.write_eof()
+            raw = await asyncio.wait_for(reader.readexactly(8), REPLY_TIMEOUT)
+            out["reply"] = int.from_bytes(raw, "big")
+
+    try:
+        asyncio.run(run())
+    except Exception as exc:
+        out["error"] = _describe(exc)
+    out["cpu"] = cpu_seconds() - cpu0
+    emit(out)
+
+
+# ---------------------------------------------------------------------- flood
+
+
+def flood_recv(args: argparse.Namespace) -> None:
+    """Count UDP datagrams (the emulator self-test)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
+        sock.bind((args.bind, 0))
+        emit({"port": sock.getsockname()[1]})
+        sock.settimeout(0.5)
+        count = 0
+        first = last = None
+        deadline = time.monotonic() + args.max_seconds
+        while time.monotonic() < deadline:
+            try:
+                sock.recv(2048)
+            except TimeoutError:
+                if count:
+                    break
+                continue
+            last = time.monotonic()
+            first = first or last
+            count += 1
+    span = (last - first) if first and last and last > first else None
+    emit({"received": count, "pps": count / span if span else None})
+
+
+def flood_send(args: argparse.Namespace) -> None:
+    payload = b"\0" * args.size
+    sent = refused = 0
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.connect((args.host, args.port))
+        start = time.monotonic()
+        deadline = start + args.seconds
+        while time.monotonic() < deadline:
+            for _ in range(64):
+                try:
+                    sock.send(payload)
+                    sent += 1
+                except OSError:  # ENOBUFS when the TUN queue is full
+                    refused += 1
+        elapsed = time.monotonic() - start
+    emit({"sent": sent, "refused": refused, "pps": sent / elapsed})
+
+
+ROLES = {
+    ("tcp", "recv"): tcp_recv,
+    ("tcp", "send"): tcp_send,
+    ("tcp", "fdpass"): tcp_fdpass,
+    ("seam", "recv"): seam_recv,
+    ("seam", "send"): seam_send,
+    ("aioquic", "recv"): aioquic_recv,
+    ("aioquic", "send"): aioquic_send,
+    ("flood", "recv"): flood_recv,
+    ("flood", "send"): flood_send,
+}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("kind", choices=["tcp", "seam", "aioquic", "flood"])
+    parser.add_argument("role", choices=["recv", "send", "fdpass"])
+    parser.add_argument("--bind", default="127.0.0.1")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int)
+    parser.add_argument("--seconds", type=float, default=10.0, help="sender: how long to send")
+    parser.add_argument("--max-seconds", type=float, default=120.0, help="receiver: give up after")
+    parser.add_argument("--cc", help="tcp: congestion control for this socket")
+    parser.add_argument("--congestion", default="cubic", help="seam/aioquic congestion controller")
+    parser.add_argument("--mds", type=int, default=1200, help="seam: max datagram size")
+    parser.add_argument("--x25519")
+    parser.add_argument("--kem")
+    parser.add_argument("--size", type=int, default=64, help="flood: payload bytes")
+    args = parser.parse_args()
+    ROLES[args.kind, args.role](args)
+
+
+if __name__ == "__main__":
+    main()
