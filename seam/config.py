@@ -19,7 +19,7 @@ class SeamConfig(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     cipher: CipherName = "chacha20poly1305"
-    congestion: str = "cubic"
+    congestion: str = "cubic"  # a name from seam.congestion.available(): "cubic", "newreno" or "bbr"
     max_datagram_size: int = Field(default=1200, ge=1200, le=65000)  # bytes of UDP payload
     handshake_timeout: float = Field(default=10.0, gt=0, le=300)  # seconds
     idle_timeout: float = Field(default=30.0, gt=0, le=3600)  # seconds without hearing the peer

@@ -62,6 +62,7 @@ from seam.events import (
 )
 from seam.handshake import ClientHandshake, HandshakeResult, ServerHandshake
 from seam.identity import Identity, PublicKeys
+from seam.pacing import Pacer, pacing_rate_for
 from seam.rangeset import RangeSet
 from seam.recovery import LossRecovery, SentPacket
 from seam.stream import FlowControlWindow, ReceiveStream, SendCredit, SendStream
@@ -197,13 +198,17 @@ class Connection:
         self._ack_eliciting_unacked = 0
         self._ack_deadline: float | None = None
 
-        # recovery and congestion
+        # recovery, congestion and pacing
+        congestion = create_congestion(config.congestion, max_datagram_size=config.max_datagram_size)
+        congestion.use_rng(self._rng)
         self._recovery = LossRecovery(
-            congestion=create_congestion(config.congestion, max_datagram_size=config.max_datagram_size),
+            congestion=congestion,
             max_ack_delay=config.max_ack_delay,
             initial_rtt=config.initial_rtt,
         )
         self._probes_owed = 0
+        self._pacer = Pacer(max_datagram_size=config.max_datagram_size)
+        self._pace_at: float | None = None  # when the pacer lets the next packet go, if it held one back
 
         # streams and flow control
         self._streams: dict[int, _StreamState] = {}
@@ -985,7 +990,17 @@ class Connection:
         return datagram
 
     def _fill_packets(self, out: list[tuple[bytes, Address]], now: float) -> None:
+        """Build packets until nothing is left, the window is full or the pacer says wait.
+
+        ACK-only packets go regardless of the window and the pacer; PTO probes
+        regardless of both as well (RFC 9002 section 7.5), but they are charged
+        to the pacer. Leaving because of the pacer sets ``_pace_at``, which
+        ``get_timer`` reports, when there is anything left to send.
+        """
         recovery = self._recovery
+        pacer = self._pacer
+        pacer.set_rate(pacing_rate_for(recovery.congestion, recovery.rtt), now)
+        self._pace_at = None
         max_payload = self._max_payload
         budget_packets = 1024  # bound the work of one call
         while budget_packets > 0:
@@ -998,6 +1013,12 @@ class Connection:
                 return
             probe = self._probes_owed > 0
             cwnd_open = probe or recovery.can_send(self.config.max_datagram_size)
+            if cwnd_open and not probe and pacer.rate is not None:
+                pace_at = pacer.next_send_time(now)
+                if pace_at is not None:
+                    cwnd_open = False  # as if the window were full: only a due ACK may go
+                    if self._has_paced_data(now):
+                        self._pace_at = pace_at
             parts: list[bytes] = []
             infos: list[Any] = []
             size = 0
@@ -1059,6 +1080,8 @@ class Connection:
                 else:
                     parts.pop(0)  # nothing to carry it and not yet due: keep waiting
             if not parts:
+                if cwnd_open and not probe:
+                    recovery.on_app_limited()  # the window is open and nothing is left to send
                 return
             datagram = self._seal(b"".join(parts), now)
             if not self._path_validated:
@@ -1068,6 +1091,7 @@ class Connection:
                 if probe:
                     self._probes_owed -= 1
                 self._last_ack_eliciting_sent = now
+                pacer.on_packet_sent(now, len(datagram))
                 recovery.on_packet_sent(
                     SentPacket(
                         packet_number=self._next_pn - 1,
@@ -1080,7 +1104,17 @@ class Connection:
                     now,
                 )
             elif not cwnd_open:
-                return  # an ACK-only packet; nothing else may go until the window opens
+                return  # an ACK-only packet; nothing else may go until the window (or pacer) opens
+
+    def _has_paced_data(self, now: float) -> bool:
+        """Anything the pacer holds back: stream data, control frames, datagrams or a due keepalive."""
+        return bool(
+            self._send_ready
+            or self._control
+            or self._datagrams_out
+            or (self._handshake_done_pending and not self.is_client)
+            or now >= self._last_ack_eliciting_sent + self.config.keepalive_interval
+        )
 
     def _fill_streams(self, parts: list[bytes], infos: list[Any], size: int, max_payload: int) -> int:
         ready = self._send_ready
@@ -1145,6 +1179,8 @@ class Connection:
             loss = self._recovery.get_loss_detection_timer()
             if loss is not None:
                 timers.append(loss)
+            if self._pace_at is not None:
+                timers.append(self._pace_at)
             if self._path_challenge_deadline is not None:
                 timers.append(self._path_challenge_deadline)
         return min(timers) if timers else None

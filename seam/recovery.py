@@ -1,9 +1,18 @@
-"""Loss detection and RTT estimation (RFC 9002, in the spirit of RACK-TLP, RFC 8985).
+"""Loss detection, RTT and delivery-rate estimation (RFC 9002, in the spirit of RACK-TLP, RFC 8985).
 
 Only ack-eliciting packets are tracked: an ACK-only packet is never
 retransmitted and does not count towards bytes in flight. Sent packets live
 in insertion (packet-number) order, so each ACK walks only the packets it
 newly acknowledges and the front of the queue, not everything in flight.
+
+Delivery-rate estimation (draft-cheng-iccrg-delivery-rate-estimation, as
+restated in draft-ietf-ccwg-bbr-04 section 4.1): every sent packet is stamped
+with how much had been delivered, and when, at the moment it left; the ACK of
+the newest packet then yields ``delivered / max(send_elapsed, ack_elapsed)``.
+Packet numbers are never reused, so QUIC-style unambiguous ACKs need none of
+TCP's retransmission special cases. A controller that sets
+``wants_rate_samples`` receives a :class:`RateSample` per ACK that newly
+acknowledges data; the others pay for a few integer additions only.
 """
 
 from __future__ import annotations
@@ -31,11 +40,40 @@ class SentPacket:
     ack_eliciting: bool
     in_flight: bool
     frames: list[Any] = field(default_factory=list)  # opaque to recovery: retransmission records
-    # For rate-based controllers (BBR): delivery state when this packet left.
+    # Delivery state when this packet left (draft-ietf-ccwg-bbr-04 section 4.1.2.1.2), stamped by
+    # LossRecovery.on_packet_sent: bytes delivered, the time of that, the send time of the newest
+    # packet delivered by then, whether the sender was application-limited, bytes in flight
+    # including this packet, and bytes declared lost so far.
     delivered: int = 0
     delivered_time: float = 0.0
     first_sent_time: float = 0.0
     is_app_limited: bool = False
+    tx_in_flight: int = 0
+    lost: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class RateSample:
+    """What one ACK says about the path (draft-ietf-ccwg-bbr-04 sections 2.2 and 4.1.2.1.3).
+
+    Made from the newest packet the ACK newly acknowledges. ``delivery_rate``
+    is 0.0 when the sampling interval was shorter than the minimum RTT, i.e.
+    too short to trust (section 4.1.2.3).
+    """
+
+    delivery_rate: float  # bytes per second
+    delivered: int  # bytes delivered over the sampling interval
+    interval: float  # seconds, max(send_elapsed, ack_elapsed)
+    prior_delivered: int  # the newest acked packet's ``delivered`` stamp
+    send_time: float  # when the newest acked packet was sent
+    rtt: float  # seconds from that send to this ACK (no ack-delay adjustment)
+    is_app_limited: bool
+    tx_in_flight: int  # bytes in flight when the newest acked packet was sent
+    lost: int  # bytes declared lost between that send and this ACK
+    newly_acked: int  # bytes this ACK newly acknowledged
+    newly_lost: int  # bytes this ACK caused to be declared lost
+    delivered_total: int  # bytes delivered over the connection's lifetime
+    bytes_in_flight: int  # after this ACK
 
 
 class RttEstimator:
@@ -88,6 +126,12 @@ class LossRecovery:
         self.packets_lost = 0
         self._loss_time: float | None = None
         self._last_ack_eliciting_time = 0.0
+        # delivery-rate estimation (draft-ietf-ccwg-bbr-04 section 4.1.2.1.1)
+        self.delivered = 0  # bytes acknowledged over the connection's lifetime
+        self.delivered_time = 0.0  # when ``delivered`` last grew
+        self.first_sent_time = 0.0  # send time of the newest packet delivered (or of the first after idle)
+        self.lost_bytes = 0  # bytes declared lost over the connection's lifetime
+        self.app_limited = 0  # ``delivered`` mark ending an application-limited bubble; 0 when none
 
     @property
     def packets_in_flight(self) -> int:
@@ -98,10 +142,29 @@ class LossRecovery:
 
     def on_packet_sent(self, packet: SentPacket, now: float) -> None:
         self._sent[packet.packet_number] = packet
+        if self.bytes_in_flight == 0:
+            # Nothing in flight: the sampling interval of this flight starts now.
+            self.first_sent_time = self.delivered_time = now
+        packet.delivered = self.delivered
+        packet.delivered_time = self.delivered_time
+        packet.first_sent_time = self.first_sent_time
+        packet.is_app_limited = self.app_limited != 0
+        packet.lost = self.lost_bytes
         if packet.in_flight:
             self.bytes_in_flight += packet.size
+        packet.tx_in_flight = self.bytes_in_flight
         self._last_ack_eliciting_time = now
         self.congestion.on_packet_sent(packet, self.bytes_in_flight, now)
+
+    def on_app_limited(self) -> None:
+        """The sender ran out of data to send with room left in the window.
+
+        Marks every packet sent until the current flight is delivered as
+        application-limited, so its rate sample does not lower a bandwidth
+        estimate (draft-ietf-ccwg-bbr-04 section 4.1.2.4, CheckIfApplicationLimited).
+        """
+        if self.bytes_in_flight < self.congestion.congestion_window:
+            self.app_limited = (self.delivered + self.bytes_in_flight) or 1
 
     def on_ack_received(
         self, ranges: Iterable[tuple[int, int]], ack_delay: float, now: float
@@ -127,15 +190,56 @@ class LossRecovery:
             self.largest_acked = largest_in_frame
         if largest_newly.packet_number == largest_in_frame:
             self.rtt.update(now - largest_newly.time_sent, ack_delay, self.max_ack_delay)
+        newly_acked = 0
         for packet in acked:
+            newly_acked += packet.size
             if packet.in_flight:
                 self.bytes_in_flight -= packet.size
         self.pto_count = 0
+        lost_before = self.lost_bytes
         lost = self._detect_lost(now)
-        self.congestion.on_packets_acked(acked, now, self.rtt)
+        # UpdateRateSample for the newest packet (the highest number is the latest sent).
+        self.delivered += newly_acked
+        self.delivered_time = now
+        self.first_sent_time = largest_newly.time_sent
+        if self.app_limited and self.delivered > self.app_limited:
+            self.app_limited = 0  # the bubble has left the pipe
+        congestion = self.congestion
+        congestion.on_packets_acked(acked, now, self.rtt)
         if lost:
-            self.congestion.on_packets_lost(lost, now, self.rtt)
+            congestion.on_packets_lost(lost, now, self.rtt)
+        if congestion.wants_rate_samples:
+            congestion.on_rate_sample(
+                self._rate_sample(largest_newly, newly_acked, self.lost_bytes - lost_before, now),
+                now,
+                self.rtt,
+            )
         return acked, lost
+
+    def _rate_sample(self, newest: SentPacket, newly_acked: int, newly_lost: int, now: float) -> RateSample:
+        """GenerateRateSample (draft-ietf-ccwg-bbr-04 section 4.1.2.3)."""
+        send_elapsed = newest.time_sent - newest.first_sent_time
+        ack_elapsed = now - newest.delivered_time
+        interval = max(send_elapsed, ack_elapsed)
+        delivered = self.delivered - newest.delivered
+        rate = 0.0
+        if interval > 0 and interval >= self.rtt.min_rtt:  # shorter intervals are not reliable
+            rate = delivered / interval
+        return RateSample(
+            delivery_rate=rate,
+            delivered=delivered,
+            interval=interval,
+            prior_delivered=newest.delivered,
+            send_time=newest.time_sent,
+            rtt=now - newest.time_sent,
+            is_app_limited=newest.is_app_limited,
+            tx_in_flight=newest.tx_in_flight,
+            lost=self.lost_bytes - newest.lost,
+            newly_acked=newly_acked,
+            newly_lost=newly_lost,
+            delivered_total=self.delivered,
+            bytes_in_flight=self.bytes_in_flight,
+        )
 
     def _loss_delay(self) -> float:
         rtt = self.rtt
@@ -164,6 +268,7 @@ class LossRecovery:
                 break
         for packet in lost:
             del sent[packet.packet_number]
+            self.lost_bytes += packet.size
             if packet.in_flight:
                 self.bytes_in_flight -= packet.size
         self.packets_lost += len(lost)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from seam.congestion import cubic, newreno
+from seam.congestion import bbr, cubic, newreno
 from seam.congestion.base import CongestionController, available, create, register
 
-__all__ = ["CongestionController", "available", "create", "cubic", "newreno", "register"]
+__all__ = ["CongestionController", "available", "bbr", "create", "cubic", "newreno", "register"]

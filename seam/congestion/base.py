@@ -6,7 +6,9 @@ import abc
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 if TYPE_CHECKING:
-    from seam.recovery import RttEstimator, SentPacket
+    import random
+
+    from seam.recovery import RateSample, RttEstimator, SentPacket
 
 K_MINIMUM_WINDOW_PACKETS = 2  # RFC 9002 section 7.2
 K_LOSS_REDUCTION_FACTOR = 0.5  # RFC 9002 section 7.2
@@ -18,9 +20,17 @@ def initial_window(max_datagram_size: int) -> int:
 
 
 class CongestionController(abc.ABC):
-    """Decides how many bytes may be in flight; fed by :class:`seam.recovery.LossRecovery`."""
+    """Decides how many bytes may be in flight; fed by :class:`seam.recovery.LossRecovery`.
+
+    Per ACK, recovery calls ``on_packets_acked``, then ``on_packets_lost`` (if
+    the ACK revealed losses), then ``on_rate_sample`` (only for controllers
+    that set ``wants_rate_samples``). Window-based controllers implement the
+    first two; model-based ones (BBR) mostly the last, and also say how fast
+    to pace through ``pacing_rate``.
+    """
 
     name: ClassVar[str]
+    wants_rate_samples: ClassVar[bool] = False  # build a RateSample per ACK for on_rate_sample
 
     def __init__(self, *, max_datagram_size: int = 1200) -> None:
         self.max_datagram_size = max_datagram_size
@@ -37,9 +47,24 @@ class CongestionController(abc.ABC):
     @abc.abstractmethod
     def on_packets_lost(self, packets: list[SentPacket], now: float, rtt: RttEstimator) -> None: ...
 
+    def on_rate_sample(self, sample: RateSample, now: float, rtt: RttEstimator) -> None:  # noqa: B027
+        """Optional hook: one delivery-rate sample per ACK that newly acknowledged data."""
+
+    def use_rng(self, rng: random.Random) -> None:  # noqa: B027
+        """Optional hook: the connection's seeded generator, for controllers that randomise."""
+
     def pacing_rate(self, rtt: RttEstimator) -> float | None:
-        """Bytes per second to pace at, or None for no pacing."""
+        """Bytes per second to pace at, or None to let the pacer derive it from the window.
+
+        Window-based controllers return None: :func:`seam.pacing.pacing_rate_for`
+        then paces at N x cwnd / smoothed RTT (RFC 9002 section 7.7).
+        """
         return None
+
+    @property
+    def in_slow_start(self) -> bool:
+        """True while the window grows by the bytes acknowledged (no loss seen yet)."""
+        return self.ssthresh is None or self.congestion_window < self.ssthresh
 
 
 _REGISTRY: dict[str, type[CongestionController]] = {}
