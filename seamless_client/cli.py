@@ -84,7 +84,8 @@ def _options(
         bool, typer.Option("--quiet", "-q", help="print only the public address and errors")
     ] = False,
     congestion: Annotated[
-        str | None, typer.Option("--congestion", metavar="newreno|cubic", help="Seam congestion controller")
+        str | None,
+        typer.Option("--congestion", metavar="newreno|cubic|bbr", help="Seam congestion controller"),
     ] = None,
     cipher: Annotated[
         str | None, typer.Option("--cipher", metavar="chacha20poly1305|aes256gcm", help="Seam AEAD")

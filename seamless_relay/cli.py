@@ -115,7 +115,7 @@ def relay(
     ] = None,
     cipher: Annotated[Text, _opt("cipher", "Seam AEAD", metavar="chacha20poly1305|aes256gcm")] = None,
     congestion: Annotated[
-        Text, _opt("congestion", "Seam congestion controller", metavar="newreno|cubic")
+        Text, _opt("congestion", "Seam congestion controller", metavar="newreno|cubic|bbr")
     ] = None,
     max_body_size: Annotated[
         Text,

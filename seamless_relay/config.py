@@ -23,7 +23,7 @@ from pydantic_core import ErrorDetails
 
 from seam.config import CipherName
 
-CongestionName = Literal["newreno", "cubic"]
+CongestionName = Literal["newreno", "cubic", "bbr"]
 LogLevel = Literal["debug", "info", "warning", "error"]
 LogFormat = Literal["text", "json"]
 

@@ -232,7 +232,7 @@ def test_missing_relay_details_suggest_config_init(
         ("udp", {"remote_port": 70000}, "--remote-port"),
         ("tcp", {"remote_port": 1, "subdomain": "x"}, "--subdomain"),
         ("http", {"local_host": "not a host"}, "--local-host"),
-        ("http", {"congestion": "bbr"}, "--congestion"),
+        ("http", {"congestion": "vegas"}, "--congestion"),
         ("http", {"cipher": "rot13"}, "--cipher"),
         ("http", {"token": "x" * 513}, "--token"),
         ("http", {"relay": "h:0"}, "--relay"),

@@ -363,7 +363,7 @@ def test_flag_error_message_is_exact() -> None:
         ({"tunnel_keepalive": "0"}, "--tunnel-keepalive"),
         ({"tunnel_keepalive": "600.5"}, "--tunnel-keepalive"),
         ({"cipher": "rot13"}, "--cipher"),
-        ({"congestion": "bbr"}, "--congestion"),
+        ({"congestion": "vegas"}, "--congestion"),
         ({"max_body_size": "-1"}, "--max-body-size"),
         ({"max_body_size": "1.5"}, "--max-body-size"),
         ({"tcp_passthrough": ["nope"]}, "--tcp-passthrough"),

@@ -170,7 +170,10 @@ class HttpIngress:
                 forward_request_head(request, client_ip=client_ip, scheme=self._scheme, upgrade=upgrade)
             )
         except (trio.BrokenResourceError, trio.ClosedResourceError):
-            raise HttpError(503, f"The tunnel for {request.host} is offline.") from None
+            # The client stopped reading this stream at once: it could not reach its local service.
+            raise HttpError(
+                502, f"The tunnel client for {request.host} could not reach its local service."
+            ) from None
         outcome: bool | BaseException | None = None
         async with trio.open_nursery() as nursery:
             nursery.start_soon(upload.run, not upgrade, nursery.cancel_scope)
