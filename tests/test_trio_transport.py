@@ -6,7 +6,7 @@ import hashlib
 import os
 import random
 import socket
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 
 import pytest
@@ -149,14 +149,13 @@ async def test_burst_of_garbage_and_replays_leaves_transfer_intact() -> None:
         async with seam.connect("127.0.0.1", listener.port, server_keys=SERVER_IDENTITY.public) as conn:
             # Record real client packets by wrapping the client endpoint's send.
             endpoint = conn._endpoint
-            real_send = endpoint.send
+            real_send_batch = endpoint.send_batch
 
-            def recording_send(datagram: bytes, addr: tuple[str, int]) -> None:
-                if len(captured) < 2000:
-                    captured.append(datagram)
-                real_send(datagram, addr)
+            def recording_send_batch(datagrams: Sequence[tuple[bytes, tuple[str, int]]]) -> None:
+                captured.extend(datagram for datagram, _ in datagrams[: 2000 - len(captured)])
+                real_send_batch(datagrams)
 
-            endpoint.send = recording_send  # type: ignore[method-assign]
+            endpoint.send_batch = recording_send_batch  # type: ignore[method-assign]
             data = os.urandom(8 * 1024 * 1024)
 
             async def attack() -> None:
@@ -179,6 +178,7 @@ async def test_burst_of_garbage_and_replays_leaves_transfer_intact() -> None:
                     nursery.start_soon(attack)
                     await send_and_check(conn, data)
             assert listener.stats()["datagrams_received"] > 10_000
+            assert len(captured) == 2000
 
 
 class NatRebinder:

@@ -103,9 +103,7 @@ class SeamConnection:
             self._blocked_senders = set()
             for stream in blocked:
                 stream._capacity_changed()
-        send = self._endpoint.send
-        for datagram, addr in core.datagrams_to_send(trio.current_time()):
-            send(datagram, addr)
+        self._endpoint.send_batch(core.datagrams_to_send(trio.current_time()))
         if core._events:  # closing may have produced ConnectionTerminated
             self._handle_events()
         deadline = core.get_timer()

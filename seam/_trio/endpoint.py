@@ -1,23 +1,27 @@
 """One UDP socket shared by every connection on it, demultiplexed by connection ID.
 
-The hot path avoids a trio round-trip per datagram: the receive task drains
-the non-blocking socket in batches after one ``wait_readable``, and sends are
-attempted synchronously, falling back to a bounded backlog that a second task
-flushes when the kernel buffer is full.
+The hot path avoids a trio round-trip per datagram. The receive task waits
+once with ``wait_readable``, drains the non-blocking socket into a batch
+(GRO may hand over many datagrams per system call), gives every datagram to
+its connection's core, and only then pumps each connection it touched, once.
+Sends are attempted synchronously, a connection's whole output at a time,
+grouped for GSO (see ``udp_batch``); what the kernel cannot take yet goes to
+a bounded backlog that a second task flushes when the socket is writable.
 """
 
 from __future__ import annotations
 
-import errno
+import itertools
 import logging
 import socket
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 import trio
 
 from seam import packet as pk
+from seam._trio.udp_batch import BatchSocket, Offload
 
 if TYPE_CHECKING:
     from seam._trio.connection import SeamConnection
@@ -27,8 +31,8 @@ logger = logging.getLogger("seam.endpoint")
 Address = tuple[str, int]
 RECEIVE_BATCH = 256  # datagrams handled per wake-up before yielding to other tasks
 SEND_BACKLOG = 8192  # datagrams queued while the kernel send buffer is full
+FLUSH_CHUNK = 256  # backlog datagrams offered to the kernel per attempt
 SOCKET_BUFFER = 4 * 1024 * 1024  # bytes requested for SO_RCVBUF / SO_SNDBUF
-MAX_UDP_PAYLOAD = 65535
 
 
 def open_udp_socket(host: str, port: int) -> socket.socket:
@@ -54,7 +58,8 @@ class Endpoint:
     """Owns a UDP socket; routes datagrams to connections by destination CID.
 
     ``on_unknown`` handles datagrams for CIDs we do not know (the server's
-    admission gate); a client endpoint simply drops them.
+    admission gate); a client endpoint simply drops them. ``offload=False``
+    (or ``SEAMLESS_NO_GSO=1``) keeps to plain ``sendto``/``recvfrom``.
     """
 
     def __init__(
@@ -62,6 +67,7 @@ class Endpoint:
         sock: socket.socket,
         *,
         on_unknown: Callable[[bytes, Address, float], None] | None = None,
+        offload: bool = True,
     ) -> None:
         self.sock = sock
         self.connections: dict[bytes, SeamConnection] = {}
@@ -69,8 +75,7 @@ class Endpoint:
         self._backlog: deque[tuple[bytes, Address]] = deque()
         self._backlog_ready = trio.Event()
         self.dropped: dict[str, int] = {}
-        self.datagrams_received = 0
-        self.datagrams_sent = 0
+        self._io = BatchSocket(sock, offload=offload, count_drop=self.count_drop)
         self.closed = False
 
     @property
@@ -78,69 +83,81 @@ class Endpoint:
         host, port = self.sock.getsockname()[:2]
         return host, port
 
+    @property
+    def offload(self) -> Offload:
+        """Whether GSO and GRO are in use on this socket (GSO may turn off at run time)."""
+        return self._io.offload
+
+    @property
+    def datagrams_received(self) -> int:
+        return self._io.datagrams_received
+
+    @property
+    def datagrams_sent(self) -> int:
+        return self._io.datagrams_sent
+
     def count_drop(self, reason: str) -> None:
         self.dropped[reason] = self.dropped.get(reason, 0) + 1
 
     def send(self, datagram: bytes, addr: Address) -> None:
-        """Send now if the kernel takes it, else queue for the flush task."""
-        if self.closed:
+        """Send one datagram now if the kernel takes it, else queue it for the flush task."""
+        self.send_batch(((datagram, addr),))
+
+    def send_batch(self, datagrams: Sequence[tuple[bytes, Address]]) -> None:
+        """Send datagrams in order, GSO-grouped; what the kernel cannot take yet is queued."""
+        if self.closed or not datagrams:
             return
         if self._backlog:
-            self._queue(datagram, addr)
+            self._queue(datagrams, 0)  # behind what is already waiting, to keep the order
             return
-        try:
-            self.sock.sendto(datagram, addr)
-            self.datagrams_sent += 1
-        except BlockingIOError:
-            self._queue(datagram, addr)
-        except OSError as exc:
-            # An unreachable peer or a closed interface: the datagram is lost,
-            # which loss recovery already handles.
-            self.count_drop(f"send-error-{errno.errorcode.get(exc.errno or 0, 'unknown')}")
+        sent = self._io.send(datagrams)
+        if sent < len(datagrams):
+            self._queue(datagrams, sent)
 
-    def _queue(self, datagram: bytes, addr: Address) -> None:
-        if len(self._backlog) >= SEND_BACKLOG:
-            self.count_drop("send-backlog-full")
-            return
-        self._backlog.append((datagram, addr))
-        self._backlog_ready.set()
+    def _queue(self, datagrams: Sequence[tuple[bytes, Address]], start: int) -> None:
+        room = SEND_BACKLOG - len(self._backlog)
+        end = len(datagrams)
+        if end - start > room:
+            for _ in range(end - start - max(room, 0)):
+                self.count_drop("send-backlog-full")
+            end = start + max(room, 0)
+        if end > start:
+            self._backlog.extend(itertools.islice(datagrams, start, end))
+            self._backlog_ready.set()
 
     async def flush_loop(self) -> None:
         """Drain the send backlog whenever the socket becomes writable."""
+        backlog = self._backlog
         while True:
             await self._backlog_ready.wait()
             self._backlog_ready = trio.Event()
-            while self._backlog:
+            while backlog:
                 await trio.lowlevel.wait_writable(self.sock)
-                while self._backlog:
-                    datagram, addr = self._backlog[0]
-                    try:
-                        self.sock.sendto(datagram, addr)
-                        self.datagrams_sent += 1
-                    except BlockingIOError:
-                        break
-                    except OSError:
-                        self.count_drop("send-error")
-                    self._backlog.popleft()
+                while backlog:
+                    chunk = list(itertools.islice(backlog, FLUSH_CHUNK))
+                    sent = self._io.send(chunk)
+                    for _ in range(sent):
+                        backlog.popleft()
+                    if sent < len(chunk):
+                        break  # the kernel buffer is full again
 
     async def receive_loop(self) -> None:
-        """Read datagrams in batches and hand each to its connection."""
-        sock = self.sock
+        """Read datagrams in batches, hand each to its connection, then pump each connection once."""
+        io = self._io
         connections = self.connections
+        batch: list[tuple[bytes, Address]] = []
+        drained = True
         while True:
-            await trio.lowlevel.wait_readable(sock)
+            if drained:
+                await trio.lowlevel.wait_readable(self.sock)
+            else:
+                await trio.lowlevel.checkpoint()  # the batch was full: let other tasks run first
+            drained = io.receive(batch, RECEIVE_BATCH)
+            if not batch:
+                continue
             now = trio.current_time()
             touched: dict[int, SeamConnection] = {}
-            for _ in range(RECEIVE_BATCH):
-                try:
-                    data, addr = sock.recvfrom(MAX_UDP_PAYLOAD)
-                except BlockingIOError:
-                    break
-                except OSError:
-                    self.count_drop("receive-error")
-                    continue
-                self.datagrams_received += 1
-                addr = (addr[0], addr[1])
+            for data, addr in batch:
                 cid = pk.destination_cid(data)
                 conn = connections.get(cid) if cid is not None else None
                 if conn is not None:
@@ -154,9 +171,9 @@ class Endpoint:
                         self.count_drop("internal-error")
                 else:
                     self.count_drop("unknown-cid")
+            batch.clear()
             for conn in touched.values():
                 conn.pump()
-            await trio.lowlevel.checkpoint()
 
     def close(self) -> None:
         self.closed = True

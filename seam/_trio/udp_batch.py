@@ -1,0 +1,278 @@
+"""Batched UDP I/O: Linux segmentation offload (GSO) and receive coalescing (GRO).
+
+Theory of operation. A Python process pays far more per system call than the
+kernel pays per datagram, so the endpoint moves datagrams in batches:
+
+* **Send (GSO).** Consecutive datagrams to the same address that have the
+  same size (the last may be shorter) are handed to the kernel in one
+  ``sendmsg`` carrying a ``UDP_SEGMENT`` control message; the kernel (or the
+  NIC) cuts the buffer into the original datagrams, so the peer sees exactly
+  what plain ``sendto`` calls would have produced. Datagrams of other sizes or
+  to other addresses start a new group, so nothing is ever merged wrongly.
+* **Receive (GRO).** With ``UDP_GRO`` set, the kernel may deliver several
+  same-flow datagrams as one buffer plus a control message giving the
+  segment size; :func:`split_gro` cuts it back into datagrams.
+
+Both are probed once when a :class:`BatchSocket` is made and fall back to
+plain ``sendto``/``recvfrom`` where the kernel (or a sandbox) refuses them,
+when the caller asks (``offload=False``), or when the environment variable
+``SEAMLESS_NO_GSO=1`` is set (it turns off GRO as well). A GSO send the kernel
+rejects at run time (a route through IPsec, a device without checksum
+offload) turns GSO off for the socket and resends the group one by one.
+
+No trio here: every call is a non-blocking system call; the trio endpoint
+does the waiting.
+"""
+
+from __future__ import annotations
+
+import errno
+import functools
+import logging
+import os
+import socket
+import struct
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+logger = logging.getLogger("seam.endpoint")
+
+Address = tuple[str, int]
+
+SOL_UDP = 17  # IPPROTO_UDP, the socket-option level of <linux/udp.h>
+UDP_SEGMENT = 103  # <linux/udp.h>, Linux 4.18: GSO segment size (u16), socket option or control message
+UDP_GRO = 104  # <linux/udp.h>, Linux 5.0: coalesce on receive; the control message holds the size (int)
+GSO_MAX_SEGMENTS = 64  # UDP_MAX_SEGMENTS in <linux/udp.h>; more makes sendmsg fail with EINVAL
+GSO_MAX_BYTES = 65507  # 65535 - 20 (IPv4 header) - 8 (UDP header): the largest UDP payload, RFC 768/791
+MAX_UDP_PAYLOAD = 65535  # bytes asked of recvfrom without GRO
+GRO_BUFFER = 1 << 17  # bytes; above the 64 KiB a coalesced GRO buffer can reach, so nothing is truncated
+DISABLE_ENV = "SEAMLESS_NO_GSO"  # set to 1 to use plain sendto/recvfrom
+
+_GRO_CMSG_SPACE = socket.CMSG_SPACE(4) if hasattr(socket, "CMSG_SPACE") else 0  # room for one int
+# Errors with which a kernel refuses a GSO send it cannot do; a plain send may still work.
+_GSO_REFUSALS = frozenset({errno.EIO, errno.EINVAL, errno.EMSGSIZE, errno.ENOPROTOOPT, errno.EOPNOTSUPP})
+
+
+@dataclass(frozen=True, slots=True)
+class Offload:
+    """What the kernel agreed to for one socket."""
+
+    gso: bool
+    gro: bool
+
+
+def offload_disabled_by_env() -> bool:
+    return os.environ.get(DISABLE_ENV, "").strip() not in ("", "0")
+
+
+@functools.cache
+def _kernel_sends_gso(family: int) -> bool:
+    """One test GSO send over loopback, once per process and address family.
+
+    The socket option can exist while ``sendmsg`` with the control message
+    still fails (old kernels, some sandboxes), so a real send decides. The
+    two test datagrams go to the probe socket itself and die with it.
+    """
+    host = "::1" if family == socket.AF_INET6 else "127.0.0.1"
+    try:
+        with socket.socket(family, socket.SOCK_DGRAM) as probe:
+            probe.bind((host, 0))
+            sent = probe.sendmsg([bytes(16)], [gso_cmsg(8)], 0, probe.getsockname())
+    except OSError:
+        return False
+    return sent == 16
+
+
+def probe_offload(sock: socket.socket, *, allow: bool = True) -> Offload:
+    """Turn on GRO and check GSO for ``sock``; everything off if not allowed or unsupported."""
+    if not allow or offload_disabled_by_env() or not sys.platform.startswith("linux"):
+        return Offload(gso=False, gro=False)
+    if sock.type != socket.SOCK_DGRAM or sock.family not in (socket.AF_INET, socket.AF_INET6):
+        return Offload(gso=False, gro=False)
+    try:
+        sock.getsockopt(SOL_UDP, UDP_SEGMENT)  # ENOPROTOOPT before Linux 4.18
+        gso = _kernel_sends_gso(sock.family)
+    except OSError:
+        gso = False
+    gro = False
+    if _GRO_CMSG_SPACE:  # without recvmsg control messages a coalesced buffer could not be split
+        try:
+            sock.setsockopt(SOL_UDP, UDP_GRO, 1)  # ENOPROTOOPT before Linux 5.0
+            gro = True
+        except OSError:
+            pass
+    return Offload(gso=gso, gro=gro)
+
+
+@functools.lru_cache(maxsize=64)
+def gso_cmsg(segment_size: int) -> tuple[int, int, bytes]:
+    """The ``UDP_SEGMENT`` control message for ``sendmsg`` (a native-endian u16)."""
+    return (SOL_UDP, UDP_SEGMENT, struct.pack("=H", segment_size))
+
+
+def gso_group_end(
+    datagrams: Sequence[tuple[bytes, Address]],
+    start: int,
+    *,
+    max_segments: int = GSO_MAX_SEGMENTS,
+    max_bytes: int = GSO_MAX_BYTES,
+) -> int:
+    """End (exclusive) of the GSO group that starts at ``datagrams[start]``.
+
+    A group is consecutive datagrams to one address, all as long as the
+    first except perhaps the last, which may be shorter; at most
+    ``max_segments`` of them and ``max_bytes`` in all. A group of one is
+    sent without GSO.
+    """
+    first, addr = datagrams[start]
+    size = len(first)
+    total = size
+    end = start + 1
+    limit = min(len(datagrams), start + max_segments)
+    while end < limit:
+        data, to = datagrams[end]
+        length = len(data)
+        if length > size or total + length > max_bytes or (to is not addr and to != addr):
+            break
+        total += length
+        end += 1
+        if length < size:
+            break  # only the last segment may be shorter
+    return end
+
+
+def gro_segment_size(ancdata: Sequence[tuple[int, int, bytes]]) -> int:
+    """The segment size from a ``UDP_GRO`` control message, or 0 if there is none."""
+    for level, kind, data in ancdata:
+        if level == SOL_UDP and kind == UDP_GRO and len(data) >= 4:
+            size: int = struct.unpack("=i", data[:4])[0]
+            return size
+    return 0
+
+
+def split_gro(buffer: bytes | memoryview, segment_size: int) -> list[bytes]:
+    """Cut a coalesced GRO buffer into its datagrams (the last may be shorter)."""
+    length = len(buffer)
+    if segment_size <= 0 or segment_size >= length:
+        return [bytes(buffer)]
+    return [bytes(buffer[offset : offset + segment_size]) for offset in range(0, length, segment_size)]
+
+
+class BatchSocket:
+    """Non-blocking batched send and receive on one UDP socket.
+
+    ``count_drop`` is told the reason for every datagram lost to a local
+    error. Neither method blocks or raises for a network error; the caller
+    waits for readiness and keeps what was not sent.
+    """
+
+    def __init__(
+        self,
+        sock: socket.socket,
+        *,
+        offload: bool = True,
+        count_drop: Callable[[str], None] | None = None,
+    ) -> None:
+        self.sock = sock
+        probed = probe_offload(sock, allow=offload)
+        self.gso = probed.gso
+        self.gro = probed.gro
+        self._count_drop = count_drop or (lambda reason: None)
+        self._buffer = bytearray(GRO_BUFFER) if self.gro else bytearray()
+        self._view = memoryview(self._buffer)
+        self.datagrams_sent = 0
+        self.send_calls = 0
+        self.datagrams_received = 0
+        self.receive_calls = 0
+
+    @property
+    def offload(self) -> Offload:
+        return Offload(gso=self.gso, gro=self.gro)
+
+    def send(self, datagrams: Sequence[tuple[bytes, Address]], start: int = 0) -> int:
+        """Send ``datagrams[start:]``; return the index of the first one left unsent.
+
+        Stops early only when the kernel buffer is full (``BlockingIOError``);
+        datagrams refused for any other reason are counted as dropped and
+        skipped, which loss recovery already handles.
+        """
+        sock = self.sock
+        index = start
+        count = len(datagrams)
+        while index < count:
+            data, addr = datagrams[index]
+            end = gso_group_end(datagrams, index) if self.gso else index + 1
+            try:
+                if end - index == 1:
+                    sock.sendto(data, addr)
+                else:
+                    sock.sendmsg([d for d, _ in datagrams[index:end]], [gso_cmsg(len(data))], 0, addr)
+            except BlockingIOError:
+                return index
+            except OSError as exc:
+                if end - index > 1 and exc.errno in _GSO_REFUSALS:
+                    logger.info("UDP GSO refused (%s); sending datagrams one by one", exc)
+                    self.gso = False
+                    continue  # the same group again, without GSO
+                reason = errno.errorcode.get(exc.errno or 0, "unknown")
+                for _ in range(end - index):
+                    self._count_drop(f"send-error-{reason}")
+            else:
+                self.datagrams_sent += end - index
+                self.send_calls += 1
+            index = end
+        return index
+
+    def receive(self, out: list[tuple[bytes, Address]], limit: int) -> bool:
+        """Append received datagrams to ``out`` until it holds ``limit`` or the socket is empty.
+
+        Returns True when the socket was drained (it would block), False when
+        the batch is full and more may be waiting. A GRO buffer is split
+        whole, so ``out`` may end up a little longer than ``limit``.
+        """
+        if self.gro:
+            return self._receive_gro(out, limit)
+        sock = self.sock
+        for _ in range(limit):
+            if len(out) >= limit:
+                return False
+            try:
+                data, addr = sock.recvfrom(MAX_UDP_PAYLOAD)
+            except BlockingIOError:
+                return True
+            except OSError:
+                self._count_drop("receive-error")
+                continue
+            self.receive_calls += 1
+            out.append((data, (addr[0], addr[1])))
+            self.datagrams_received += 1
+        return False
+
+    def _receive_gro(self, out: list[tuple[bytes, Address]], limit: int) -> bool:
+        sock = self.sock
+        view = self._view
+        for _ in range(limit):
+            if len(out) >= limit:
+                return False
+            try:
+                nbytes, ancdata, flags, addr = sock.recvmsg_into((view,), _GRO_CMSG_SPACE)
+            except BlockingIOError:
+                return True
+            except OSError:
+                self._count_drop("receive-error")
+                continue
+            self.receive_calls += 1
+            if flags & socket.MSG_TRUNC:
+                self._count_drop("receive-truncated")
+                continue
+            peer = (addr[0], addr[1])
+            segment_size = gro_segment_size(ancdata) if ancdata else 0
+            if segment_size and nbytes > segment_size:
+                for datagram in split_gro(view[:nbytes], segment_size):
+                    out.append((datagram, peer))
+                    self.datagrams_received += 1
+            else:
+                out.append((bytes(view[:nbytes]), peer))
+                self.datagrams_received += 1
+        return False
