@@ -19,7 +19,7 @@ class SeamConfig(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     cipher: CipherName = "chacha20poly1305"
-    congestion: str = "cubic"  # a name from seam.congestion.available(): "cubic", "newreno" or "bbr"
+    congestion: str = "bbr"  # a name from seam.congestion.available(): "cubic", "newreno" or "bbr"
     max_datagram_size: int = Field(default=1200, ge=1200, le=65000)  # bytes of UDP payload
     handshake_timeout: float = Field(default=10.0, gt=0, le=300)  # seconds
     idle_timeout: float = Field(default=30.0, gt=0, le=3600)  # seconds without hearing the peer
@@ -33,6 +33,7 @@ class SeamConfig(BaseModel):
     datagram_queue_size: int = Field(default=1024, ge=1)  # datagrams queued per direction
     key_update_packets: int = Field(default=1 << 20, ge=16)  # packets per key generation
     key_update_interval: float = Field(default=3600.0, gt=0)  # seconds per key generation
+    fec: str = "off"  # repair packets we send: "off", "auto" or "K,M" (docs/fec.md); we always decode
 
     @field_validator("congestion")
     @classmethod
@@ -43,3 +44,10 @@ class SeamConfig(BaseModel):
         if value not in names:
             raise ValueError(f"unknown congestion controller {value!r}; choose one of {', '.join(names)}")
         return value
+
+    @field_validator("fec")
+    @classmethod
+    def _valid_fec(cls, value: str) -> str:
+        from seam.fec import parse_fec_spec
+
+        return str(parse_fec_spec(value))  # normalised: "off", "auto" or "K,M"

@@ -23,7 +23,16 @@ counted and otherwise ignored).
 Every peer-growable structure is bounded: reassembly by the flow-control
 windows, streams by ``max_concurrent_streams``, datagrams by
 ``datagram_queue_size``, handshake fragments by the message length limit,
-ACK ranges by ``MAX_TRACKED_RANGES``.
+ACK ranges by ``MAX_TRACKED_RANGES``, FEC blocks by :class:`seam.fec.FecDecoder`.
+
+Forward error correction (docs/fec.md): the plaintext of every DATA packet we
+seal (except repair and CLOSE packets) is offered to a :class:`FecEncoder`,
+whose repair symbols go out in their own packets as REPAIR frames. A lost
+packet that a block protects is *parked* instead of retransmitted, until an
+ACK shows the peer recovered it or every repair of its block is resolved.
+The receiver feeds every source packet and REPAIR frame to a
+:class:`FecDecoder` and processes what it recovers as if it had arrived.
+Congestion control sees every loss exactly as without FEC.
 """
 
 from __future__ import annotations
@@ -37,6 +46,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from seam import fec
 from seam import packet as pk
 from seam.buffer import varint_size
 from seam.config import SeamConfig
@@ -106,6 +116,13 @@ class ConnectionStats:
     streams_open: int
     key_generation: int
     dropped: dict[str, int] = field(default_factory=dict)
+    fec_repairs_sent: int = 0  # REPAIR frames we sent
+    fec_repairs_received: int = 0  # REPAIR frames in authenticated packets from the peer
+    fec_packets_recovered: int = 0  # lost packets rebuilt from repairs and processed
+    fec_retransmissions_avoided: int = 0  # our lost packets the peer recovered: not retransmitted
+    fec_blocks_abandoned: int = 0  # incomplete blocks the decoder dropped to stay in bounds
+    fec_loss_rate: float = 0.0  # our EWMA of raw packet loss (drives fec="auto")
+    fec_repair_count: int = 0  # repairs a full block of ours gets now (0: FEC idle)
 
 
 class _StreamState:
@@ -243,6 +260,14 @@ class Connection:
         self._handshake_done_pending = False
         self._peer_confirmed = False
 
+        # forward error correction (docs/fec.md section 9.3)
+        self._fec_policy = fec.parse_fec_spec(config.fec)
+        self._fec_max_source = fec.max_source_payload(self._max_payload)
+        self._fec_tx = fec.FecEncoder(self._fec_policy, max_source=self._fec_max_source)
+        self._fec_rx = fec.FecDecoder()
+        self._fec_deferred: dict[int, SentPacket] = {}  # lost, protected: retransmission on hold
+        self._fec_recovered = 0
+
         # counters
         self._bytes_sent = 0
         self._bytes_received = 0
@@ -358,6 +383,13 @@ class Connection:
             streams_open=len(self._streams),
             key_generation=self._tx_generation,
             dropped=dict(self._dropped),
+            fec_repairs_sent=self._fec_tx.repairs_sent,
+            fec_repairs_received=self._fec_rx.repairs_received,
+            fec_packets_recovered=self._fec_recovered,
+            fec_retransmissions_avoided=self._fec_tx.retransmissions_avoided,
+            fec_blocks_abandoned=self._fec_rx.blocks_abandoned,
+            fec_loss_rate=self._fec_tx.loss_rate,
+            fec_repair_count=self._fec_tx.repair_count,
         )
 
     def count_drop(self, reason: str) -> None:
@@ -439,7 +471,12 @@ class Connection:
 
     @property
     def max_datagram_payload(self) -> int:
-        return self._max_payload - 1 - varint_size(self._max_payload)
+        """Largest ``send_datagram`` payload; with FEC on, small enough for a protected packet.
+
+        Independent of the current repair count, so it never changes during a connection.
+        """
+        room = self._max_payload if self._fec_policy.mode == "off" else self._fec_max_source
+        return room - 1 - varint_size(room)
 
     def close(self, error_code: int = ErrorCode.NO_ERROR, reason: str = "") -> None:
         """Start closing: a CLOSE frame goes out with the next ``datagrams_to_send``."""
@@ -677,22 +714,81 @@ class Connection:
         except ParseError as exc:
             raise RemoteProtocolError(f"bad frame: {exc}", code=ErrorCode.FRAME_ENCODING_ERROR) from exc
         ack_eliciting = False
+        recovered: list[tuple[int, bytes]] = []
+        is_source = True
         for frame in frames:
             if not isinstance(frame, pk.AckFrame | pk.CloseFrame):
                 ack_eliciting = True
+            if isinstance(frame, pk.RepairFrame):
+                is_source = False
+                recovered += self._on_repair_frame(pn, frame)
+                continue
             self._handle_frame(frame, now)
             if self.state is State.CLOSED:
                 return
-        self._received.add(pn, pn + 1)
-        while len(self._received) > MAX_TRACKED_RANGES:
-            self._received.pop_smallest()
+        if is_source:
+            try:
+                recovered += self._fec_rx.receive_source(pn, plaintext)
+            except fec.FecError as exc:
+                raise RemoteProtocolError(f"inconsistent FEC block: {exc}") from exc
+        self._note_received(pn, ack_eliciting, now)
         if pn > self._largest_authenticated_pn:
             self._largest_authenticated_pn = pn
             self._largest_received_time = now
+        for rpn, payload in recovered:
+            if self.state is State.CLOSED:
+                return
+            self._receive_recovered(rpn, payload, now)
+
+    def _note_received(self, pn: int, ack_eliciting: bool, now: float) -> None:
+        """Record packet ``pn`` for our ACK frames (received, or recovered from repairs)."""
+        self._received.add(pn, pn + 1)
+        while len(self._received) > MAX_TRACKED_RANGES:
+            self._received.pop_smallest()
         if ack_eliciting:
             self._ack_eliciting_unacked += 1
             if self._ack_deadline is None:
                 self._ack_deadline = now + self.config.max_ack_delay
+
+    def _on_repair_frame(self, pn: int, frame: pk.RepairFrame) -> list[tuple[int, bytes]]:
+        """Feed a REPAIR frame from authenticated packet ``pn`` to the decoder (docs/fec.md 3, 7)."""
+        try:
+            repair = fec.parse_repair_body(frame.body)
+        except fec.FecError as exc:
+            raise RemoteProtocolError(
+                f"bad REPAIR frame: {exc}", code=ErrorCode.FRAME_ENCODING_ERROR
+            ) from exc
+        try:
+            return self._fec_rx.receive_repair(pn, repair)
+        except fec.FecError as exc:
+            raise RemoteProtocolError(f"bad REPAIR frame: {exc}") from exc
+
+    def _receive_recovered(self, pn: int, payload: bytes, now: float) -> None:
+        """Process a packet rebuilt from repair symbols as if it had arrived (docs/fec.md 7).
+
+        Its ACK frames are skipped (stale, and they would skew the RTT); it has
+        no source address, so it never moves the path, and it is not counted
+        as received traffic.
+        """
+        if self._replay.is_duplicate_or_stale(pn):
+            self.count_drop("fec-duplicate")
+            return
+        self._replay.mark(pn)
+        try:
+            frames = pk.parse_frames(payload)
+        except ParseError as exc:
+            raise RemoteProtocolError(f"bad frame: {exc}", code=ErrorCode.FRAME_ENCODING_ERROR) from exc
+        ack_eliciting = False
+        for frame in frames:
+            if isinstance(frame, pk.AckFrame | pk.RepairFrame):
+                continue
+            if not isinstance(frame, pk.CloseFrame):
+                ack_eliciting = True
+            self._handle_frame(frame, now)
+            if self.state is State.CLOSED:
+                return
+        self._fec_recovered += 1
+        self._note_received(pn, ack_eliciting, now)
 
     def _rotate_receive_key(self, pn: int, now: float) -> None:
         assert self._rx is not None and self._rx_next is not None
@@ -824,11 +920,41 @@ class Connection:
         if largest >= self._next_pn:
             raise RemoteProtocolError("ACK of a packet never sent")
         acked, lost = self._recovery.on_ack_received(frame.ranges, frame.ack_delay_us / 1e6, now)
+        fec_tx = self._fec_tx
+        # docs/fec.md 5: parked packets this ACK covers were recovered (or only reordered).
+        for pn in fec_tx.on_ack_ranges(frame.ranges):
+            self._on_packet_acked(self._fec_deferred.pop(pn))
         for packet in acked:
             self._on_packet_acked(packet)
-        self._on_packets_lost(lost)
+            for info in packet.frames:
+                if info[0] == "repair":
+                    self._retransmit_deferred(fec_tx.on_repair_resolved(info[1]))
+        self._handle_lost(lost)
+        if acked or lost:
+            fec_tx.on_loss_sample(len(lost), len(acked) + len(lost))
         if acked:
             self._probes_owed = 0
+
+    def _handle_lost(self, lost: list[SentPacket]) -> None:
+        """Packets loss detection declared lost: retransmit, or park those a FEC block protects."""
+        if not lost:
+            return
+        fec_tx = self._fec_tx
+        retransmit: list[SentPacket] = []
+        for packet in lost:
+            frames = packet.frames
+            if frames and frames[0][0] == "repair":
+                self._retransmit_deferred(fec_tx.on_repair_resolved(frames[0][1]))
+            elif frames and fec_tx.defer_loss(packet.packet_number):
+                self._fec_deferred[packet.packet_number] = packet
+            else:
+                retransmit.append(packet)
+        self._on_packets_lost(retransmit)
+
+    def _retransmit_deferred(self, packet_numbers: list[int]) -> None:
+        """Parked packets the peer could not recover: retransmit their frames now."""
+        if packet_numbers:
+            self._on_packets_lost([self._fec_deferred.pop(pn) for pn in packet_numbers])
 
     def _on_packet_acked(self, packet: SentPacket) -> None:
         for info in packet.frames:
@@ -1027,11 +1153,20 @@ class Connection:
                 self._ack_deadline is not None and now >= self._ack_deadline
             )
             ack = self._ack_frame(now) if (self._ack_eliciting_unacked or ack_due) else None
+            if cwnd_open and self._fec_tx.has_repair:
+                self._send_repair(out, ack, probe, now)  # repairs go before new data
+                continue
+            # While FEC is active, leave room for a repair symbol of this packet (docs/fec.md 4).
+            limit = (
+                self._fec_max_source
+                if (self._fec_tx.repair_count or self._fec_tx.block_open)
+                else max_payload
+            )
             if ack is not None:
                 # Reserved now; kept below only if due or if it can ride along.
                 parts.append(ack)
                 size += len(ack)
-            while self._path_responses and size + 9 <= max_payload:
+            while self._path_responses and size + 9 <= limit:
                 parts.append(pk.encode_path(pk.FrameType.PATH_RESPONSE, self._path_responses.popleft()))
                 size += 9
                 ack_eliciting = True
@@ -1042,7 +1177,7 @@ class Connection:
                     size += 1
                     ack_eliciting = True
                     self._handshake_done_pending = False
-                while self._control and size + 64 <= max_payload:
+                while self._control and size + 64 <= limit:
                     info = self._control.popleft()
                     encoded = self._encode_control(info)
                     if encoded is None:
@@ -1054,13 +1189,13 @@ class Connection:
                 while self._datagrams_out:
                     dgram = self._datagrams_out[0]
                     encoded = pk.encode_datagram(dgram)
-                    if size + len(encoded) > max_payload:
+                    if size + len(encoded) > limit:
                         break
                     self._datagrams_out.popleft()
                     parts.append(encoded)
                     size += len(encoded)
                     ack_eliciting = True
-                size = self._fill_streams(parts, infos, size, max_payload)
+                size = self._fill_streams(parts, infos, size, limit)
                 ack_eliciting = ack_eliciting or bool(infos)
                 if probe and not ack_eliciting:
                     parts.append(pk.PING_BYTES)
@@ -1080,38 +1215,73 @@ class Connection:
                 else:
                     parts.pop(0)  # nothing to carry it and not yet due: keep waiting
             if not parts:
+                if cwnd_open and self._fec_tx.block_open:
+                    self._fec_tx.flush()  # idle with the window open: protect what went out now
+                    continue
                 if cwnd_open and not probe:
                     recovery.on_app_limited()  # the window is open and nothing is left to send
                 return
-            datagram = self._seal(b"".join(parts), now)
+            plaintext = b"".join(parts)
+            if len(plaintext) < 4:  # padded here, so the FEC encoder sees exactly what is sealed
+                plaintext += bytes(4 - len(plaintext))
+            datagram = self._seal(plaintext, now)
+            self._fec_tx.add(self._next_pn - 1, plaintext, ack_eliciting=ack_eliciting)
             if not self._path_validated:
                 self._path_bytes_sent += len(datagram)
             out.append((datagram, self.peer_address))
             if ack_eliciting:
-                if probe:
-                    self._probes_owed -= 1
-                self._last_ack_eliciting_sent = now
-                pacer.on_packet_sent(now, len(datagram))
-                recovery.on_packet_sent(
-                    SentPacket(
-                        packet_number=self._next_pn - 1,
-                        time_sent=now,
-                        size=len(datagram),
-                        ack_eliciting=True,
-                        in_flight=True,
-                        frames=infos,
-                    ),
-                    now,
-                )
+                self._track_sent(datagram, infos, probe, now)
             elif not cwnd_open:
                 return  # an ACK-only packet; nothing else may go until the window (or pacer) opens
 
+    def _send_repair(
+        self, out: list[tuple[bytes, Address]], ack: bytes | None, probe: bool, now: float
+    ) -> None:
+        """Send the next repair symbol in a packet of its own, with an ACK if one fits (docs/fec.md 3).
+
+        A repair packet is ack-eliciting and in flight, but never a source
+        packet and never retransmitted: recovery resolving it (acked or lost)
+        is what releases the parked packets of its block.
+        """
+        repair = self._fec_tx.pop_repair()
+        assert repair is not None
+        frame = pk.encode_repair(fec.encode_repair_body(repair))
+        if ack is not None and len(ack) + len(frame) <= self._max_payload:
+            frame = ack + frame
+            self._ack_eliciting_unacked = 0
+            self._ack_deadline = None
+        datagram = self._seal(frame, now)
+        if not self._path_validated:
+            self._path_bytes_sent += len(datagram)
+        out.append((datagram, self.peer_address))
+        self._track_sent(datagram, [("repair", repair.block_id)], probe, now)
+
+    def _track_sent(self, datagram: bytes, frames: list[Any], probe: bool, now: float) -> None:
+        """Hand an ack-eliciting packet just sealed to the pacer and to loss recovery."""
+        if probe:
+            self._probes_owed -= 1
+        self._last_ack_eliciting_sent = now
+        self._pacer.on_packet_sent(now, len(datagram))
+        self._recovery.on_packet_sent(
+            SentPacket(
+                packet_number=self._next_pn - 1,
+                time_sent=now,
+                size=len(datagram),
+                ack_eliciting=True,
+                in_flight=True,
+                frames=frames,
+            ),
+            now,
+        )
+
     def _has_paced_data(self, now: float) -> bool:
-        """Anything the pacer holds back: stream data, control frames, datagrams or a due keepalive."""
+        """Anything the pacer holds back: stream data, control frames, datagrams, FEC or a due keepalive."""
         return bool(
             self._send_ready
             or self._control
             or self._datagrams_out
+            or self._fec_tx.has_repair
+            or self._fec_tx.block_open
             or (self._handshake_done_pending and not self.is_client)
             or now >= self._last_ack_eliciting_sent + self.config.keepalive_interval
         )
@@ -1209,7 +1379,8 @@ class Connection:
         loss = self._recovery.get_loss_detection_timer()
         if loss is not None and now >= loss:
             lost, probes = self._recovery.on_loss_detection_timeout(now)
-            self._on_packets_lost(lost)
+            self._handle_lost(lost)
+            self._fec_tx.on_loss_sample(len(lost), len(lost))
             self._probes_owed = max(self._probes_owed, probes)
         if self._path_challenge_deadline is not None and now >= self._path_challenge_deadline:
             if self._path_challenge_attempts < PATH_CHALLENGE_ATTEMPTS:

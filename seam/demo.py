@@ -25,11 +25,11 @@ async def _sink(conn: seam.SeamConnection) -> None:
     await stream.aclose()
 
 
-async def run_demo(size_mb: int, cipher: str, congestion: str) -> None:
+async def run_demo(size_mb: int, cipher: str, congestion: str, fec: str = "off") -> None:
     identity = seam.Identity.generate()
     print(f"server x25519 key: {identity.public.x25519_hex}")
     print(f"server ML-KEM-768 key: {identity.public.kem_hex[:32]}... ({len(identity.public.kem)} bytes)")
-    config = seam.SeamConfig(cipher=cipher, congestion=congestion)  # type: ignore[arg-type]
+    config = seam.SeamConfig(cipher=cipher, congestion=congestion, fec=fec)  # type: ignore[arg-type]
     async with trio.open_nursery() as nursery:
         listener = await nursery.start(
             lambda task_status: seam.serve(
@@ -55,7 +55,8 @@ async def run_demo(size_mb: int, cipher: str, congestion: str) -> None:
                 f"sent {size_mb} MiB in {elapsed:.2f} s: {size_mb * 1.048576 / elapsed:.1f} MB/s, "
                 f"SHA-256 {'verified' if ok else 'MISMATCH'}; "
                 f"rtt {stats.smoothed_rtt * 1000:.2f} ms, {stats.packets_sent} packets, "
-                f"{stats.packets_lost} lost"
+                f"{stats.packets_lost} lost, {stats.packets_retransmitted} retransmitted; "
+                f"fec {config.fec}: {stats.fec_repairs_sent} repairs sent"
             )
         nursery.cancel_scope.cancel()
     if not ok:
@@ -66,9 +67,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--size-mb", type=int, default=32)
     parser.add_argument("--cipher", default="chacha20poly1305", choices=["chacha20poly1305", "aes256gcm"])
-    parser.add_argument("--congestion", default="cubic")
+    parser.add_argument("--congestion", default="bbr")
+    parser.add_argument("--fec", default="off", help="off, auto or K,M (docs/fec.md)")
     args = parser.parse_args()
-    trio.run(run_demo, args.size_mb, args.cipher, args.congestion)
+    trio.run(run_demo, args.size_mb, args.cipher, args.congestion, args.fec)
 
 
 if __name__ == "__main__":

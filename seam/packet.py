@@ -24,6 +24,7 @@ DATA_HEADER_LEN = 1 + CID_LEN + 8  # type, dcid, packet number
 AEAD_TAG_LEN = 16
 MAX_REASON_LEN = 1024  # bytes of CLOSE reason we accept or send
 MAX_ACK_RANGES = 256  # ranges we accept in one ACK frame
+MAX_REPAIR_BODY = 65535  # bytes of REPAIR frame body, as for DATAGRAM (seam.fec.MAX_REPAIR_BODY)
 
 
 class PacketType(enum.IntEnum):
@@ -50,6 +51,7 @@ class FrameType(enum.IntEnum):
     PATH_RESPONSE = 0x0C
     CLOSE = 0x0D
     HANDSHAKE_DONE = 0x0E
+    REPAIR = 0x0F  # forward error correction, docs/protocol.md 7.3; body owned by seam.fec
 
 
 # --------------------------------------------------------------------- headers
@@ -273,6 +275,13 @@ class HandshakeDoneFrame:
     pass
 
 
+@dataclass(frozen=True, slots=True)
+class RepairFrame:
+    """A REPAIR frame; the body is opaque here and parsed by :func:`seam.fec.parse_repair_body`."""
+
+    body: bytes
+
+
 Frame = (
     PingFrame
     | AckFrame
@@ -287,6 +296,7 @@ Frame = (
     | PathResponseFrame
     | CloseFrame
     | HandshakeDoneFrame
+    | RepairFrame
 )
 
 _PING = PingFrame()
@@ -359,6 +369,8 @@ def parse_frames(payload: bytes) -> list[Frame]:
             append(CloseFrame(code, raw.decode("utf-8", errors="replace")))
         elif kind == FrameType.HANDSHAKE_DONE:
             append(_HANDSHAKE_DONE)
+        elif kind == FrameType.REPAIR:
+            append(RepairFrame(reader.pull_varint_bytes(MAX_REPAIR_BODY)))
         else:
             raise ParseError(f"unknown frame type 0x{kind:x}")
     return frames
@@ -404,6 +416,11 @@ def encode_varints(kind: FrameType, values: Iterable[int]) -> bytes:
 
 def encode_datagram(data: bytes) -> bytes:
     return bytes((FrameType.DATAGRAM,)) + encode_varint(len(data)) + data
+
+
+def encode_repair(body: bytes) -> bytes:
+    """A REPAIR frame around a body from :func:`seam.fec.encode_repair_body`."""
+    return bytes((FrameType.REPAIR,)) + encode_varint(len(body)) + body
 
 
 def encode_path(kind: FrameType, data: bytes) -> bytes:

@@ -49,6 +49,7 @@ class GlobalOptions:
     quiet: bool = False
     congestion: str | None = None
     cipher: str | None = None
+    fec: str | None = None
 
 
 def _fail(exc: ConfigError) -> NoReturn:
@@ -90,9 +91,18 @@ def _options(
     cipher: Annotated[
         str | None, typer.Option("--cipher", metavar="chacha20poly1305|aes256gcm", help="Seam AEAD")
     ] = None,
+    fec: Annotated[
+        str | None,
+        typer.Option(
+            "--fec",
+            metavar="off|auto|K,M",
+            envvar="SEAMLESS_FEC",
+            help="forward error correction for what the client sends",
+        ),
+    ] = None,
 ) -> None:
     """Options shared by every command; the relay ones override the saved config."""
-    ctx.obj = GlobalOptions(relay, x25519, kem, token, local_host, quiet, congestion, cipher)
+    ctx.obj = GlobalOptions(relay, x25519, kem, token, local_host, quiet, congestion, cipher, fec)
 
 
 def _run_tunnel(
@@ -121,6 +131,7 @@ def _run_tunnel(
             quiet=opts.quiet,
             congestion=opts.congestion,
             cipher=opts.cipher,
+            fec=opts.fec,
         )
     except ConfigError as exc:
         _fail(exc)
@@ -196,7 +207,7 @@ def transport_demo(size_mb: int = typer.Option(32, help="MiB to send")) -> None:
 
     from seam.demo import run_demo
 
-    trio.run(run_demo, size_mb, "chacha20poly1305", "cubic")
+    trio.run(run_demo, size_mb, "chacha20poly1305", "bbr")
 
 
 # -- config ---------------------------------------------------------------------------------------

@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from seam import PublicKeys
 from seam.config import CipherName
+from seam.fec import parse_fec_spec
 from seamless_relay.config import (
     LABEL_RE,
     ConfigError,
@@ -123,8 +124,9 @@ class ClientSettings(BaseModel):
     hostname: str | None = None  # http: a custom domain, on relays run with --allow-custom-domains
     remote_port: int | None = None  # tcp/udp: 0 lets the relay pick
     quiet: bool = False
-    congestion: CongestionName = "cubic"
+    congestion: CongestionName = "bbr"
     cipher: CipherName = "chacha20poly1305"
+    fec: str = "off"  # FEC repairs the client sends: "off", "auto" or "K,M" (docs/fec.md)
     identity_path: Path = Field(default_factory=identity_path)
 
     @field_validator("relay_host", "local_host")
@@ -181,6 +183,11 @@ class ClientSettings(BaseModel):
     def _lower(cls, value: Any) -> Any:
         return _clean_hex(value)
 
+    @field_validator("fec")
+    @classmethod
+    def _fec(cls, value: str) -> str:
+        return str(parse_fec_spec(value))  # ValueError names the accepted forms
+
     @model_validator(mode="after")
     def _consistent(self) -> ClientSettings:
         _blame_key(self.x25519_hex, self.kem_hex, ("x25519_hex", "kem_hex"))
@@ -221,6 +228,7 @@ _FLAGS = {
     "quiet": "--quiet",
     "congestion": "--congestion",
     "cipher": "--cipher",
+    "fec": "--fec",
     "identity_path": "identity",
 }
 
@@ -348,6 +356,7 @@ def build_client_settings(
     quiet: bool = False,
     congestion: str | None = None,
     cipher: str | None = None,
+    fec: str | None = None,
     identity: Path | None = None,
 ) -> ClientSettings:
     """Flags (non-None arguments) over the saved file ``stored``, validated.
@@ -378,6 +387,7 @@ def build_client_settings(
         "local_host": local_host,
         "congestion": congestion,
         "cipher": cipher,
+        "fec": fec,
         "identity_path": identity,
     }
     try:

@@ -95,7 +95,9 @@ class TunnelClient:
         self.fatal: FatalError | None = None
 
     def seam_config(self) -> SeamConfig:
-        return SeamConfig(cipher=self.settings.cipher, congestion=self.settings.congestion)
+        return SeamConfig(
+            cipher=self.settings.cipher, congestion=self.settings.congestion, fec=self.settings.fec
+        )
 
     async def run(self, *, task_status: trio.TaskStatus[Registered] = trio.TASK_STATUS_IGNORED) -> None:
         """Connect, register and forward, reconnecting forever; FatalError ends it."""

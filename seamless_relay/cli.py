@@ -117,6 +117,9 @@ def relay(
     congestion: Annotated[
         Text, _opt("congestion", "Seam congestion controller", metavar="newreno|cubic|bbr")
     ] = None,
+    fec: Annotated[
+        Text, _opt("fec", "forward error correction for what the relay sends", metavar="off|auto|K,M")
+    ] = None,
     max_body_size: Annotated[
         Text,
         _opt("max_body_size", "largest HTTP request body, 0 = unlimited", metavar="BYTES"),

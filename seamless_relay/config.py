@@ -22,6 +22,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, ValidationError, fie
 from pydantic_core import ErrorDetails
 
 from seam.config import CipherName
+from seam.fec import parse_fec_spec
 
 CongestionName = Literal["newreno", "cubic", "bbr"]
 LogLevel = Literal["debug", "info", "warning", "error"]
@@ -295,7 +296,8 @@ class RelayConfig(BaseModel):
     subdomain_grace: Annotated[float, _seconds(positive=False, high=None)] = 300.0
     tunnel_keepalive: Annotated[float, _seconds(positive=True, high=600)] = 30.0
     cipher: CipherName = "chacha20poly1305"
-    congestion: CongestionName = "cubic"
+    congestion: CongestionName = "bbr"
+    fec: str = "off"  # FEC repairs the relay sends to clients: "off", "auto" or "K,M" (docs/fec.md)
     max_body_size: Annotated[int, AfterValidator(_non_negative)] = 10 * 1024 * 1024  # bytes, 0 = unlimited
     tcp_passthrough: list[Passthrough] = []
     log_level: LogLevel = "info"
@@ -379,6 +381,11 @@ class RelayConfig(BaseModel):
     @classmethod
     def _lower(cls, value: Any) -> Any:
         return value.strip().lower() if isinstance(value, str) else value
+
+    @field_validator("fec")
+    @classmethod
+    def _fec(cls, value: str) -> str:
+        return str(parse_fec_spec(value))  # ValueError names the accepted forms
 
     @model_validator(mode="after")
     def _cross_checks(self) -> RelayConfig:

@@ -138,6 +138,7 @@ class Relay:
         return SeamConfig(
             cipher=self.config.cipher,
             congestion=self.config.congestion,
+            fec=self.config.fec,
             idle_timeout=keepalive,
             keepalive_interval=max(0.5, keepalive / 3),
         )

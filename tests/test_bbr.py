@@ -174,14 +174,14 @@ def sample(*, rate: float, prior_delivered: int, delivered_total: int, rtt: floa
 # --- registration and configuration ----------------------------------------------------------------
 
 
-def test_bbr_is_registered_and_selectable_but_not_the_default() -> None:
+def test_bbr_is_registered_and_the_default() -> None:
     assert "bbr" in available()
     cc = create("bbr", max_datagram_size=1350)
     assert isinstance(cc, BBR)
     assert cc.congestion_window == 13500  # the RFC 9002 initial window
     assert cc.minimum_window == 4 * 1350  # MinPipeCwnd
     assert SeamConfig(congestion="bbr").congestion == "bbr"
-    assert SeamConfig().congestion == "cubic"
+    assert SeamConfig().congestion == "bbr"
 
 
 def test_initial_pacing_rate_follows_the_initial_window() -> None:

@@ -172,7 +172,7 @@ def test_defaults() -> None:
     assert (config.subdomain_length, config.subdomain_grace, config.tunnel_keepalive) == (8, 300.0, 30.0)
     assert (config.cipher, config.congestion, config.log_level, config.log_format) == (
         "chacha20poly1305",
-        "cubic",
+        "bbr",
         "info",
         "text",
     )
