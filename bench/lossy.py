@@ -194,7 +194,9 @@ class Bench:
                 "aioquic", "send", "--host", link.addr_b, "--port", str(info["port"]), *cc, *send_args
             )
         else:
-            cc = ["--congestion", peer.cc]
+            # A Seam "controller" may carry an FEC spec after a '+': "bbr+auto", "cubic+10:2" (K:M).
+            name, _, fec_spec = peer.cc.partition("+")
+            cc = ["--congestion", name, "--fec", fec_spec.replace(":", ",") or "off"]
             receiver = start(
                 link.ns_b,
                 self.peers_cmd("seam", "recv", "--bind", link.addr_b, "--max-seconds", limit, *cc),
@@ -492,7 +494,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--seam-cc",
         default=None,
-        help="comma-separated Seam controllers (default: seam.congestion.available())",
+        help="comma-separated Seam controllers, each optionally +FEC (bbr+auto, cubic+10:2); "
+        "default: seam.congestion.available()",
     )
     parser.add_argument("--ssh-cc", default="cubic", help="comma-separated controllers for ssh's TCP socket")
     parser.add_argument("--aioquic-cc", default="reno", help="aioquic's controller (its default is reno)")

@@ -195,7 +195,7 @@ def seam_recv(args: argparse.Namespace) -> None:
 
     meter = Meter()
     identity = seam.Identity.generate()
-    config = seam.SeamConfig(congestion=args.congestion, max_datagram_size=args.mds)
+    config = seam.SeamConfig(congestion=args.congestion, max_datagram_size=args.mds, fec=args.fec)
 
     async def handler(conn: seam.SeamConnection) -> None:
         try:
@@ -246,7 +246,7 @@ def seam_send(args: argparse.Namespace) -> None:
     cpu0 = cpu_seconds()
 
     async def run() -> None:
-        config = seam.SeamConfig(congestion=args.congestion, max_datagram_size=args.mds)
+        config = seam.SeamConfig(congestion=args.congestion, max_datagram_size=args.mds, fec=args.fec)
         keys = seam.PublicKeys.from_hex(args.x25519, args.kem)
         data = os.urandom(CHUNK)
         async with seam.connect(args.host, args.port, server_keys=keys, config=config) as conn:
@@ -459,6 +459,7 @@ def main() -> None:
     parser.add_argument("--cc", help="tcp: congestion control for this socket")
     parser.add_argument("--congestion", default="cubic", help="seam/aioquic congestion controller")
     parser.add_argument("--mds", type=int, default=1200, help="seam: max datagram size")
+    parser.add_argument("--fec", default="off", help="seam: off | auto | K,M")
     parser.add_argument("--x25519")
     parser.add_argument("--kem")
     parser.add_argument("--size", type=int, default=64, help="flood: payload bytes")
