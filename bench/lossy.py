@@ -47,6 +47,8 @@ from bench.netem.emulator import Child, Impairment, Link, LinkProfile, selftest,
 PY = sys.executable
 SSHD_PORT = 2222  # inside namespace B, which is ours alone
 SSH_LOCAL_PORT = 15001  # ssh -L listens here inside namespace A
+# Seam's UDP payload: 1500-byte packets on the wire (IPv4 20 + UDP 8), the links' MTU (issue 4, profile a).
+SEAM_DATAGRAM_SIZE = 1472  # bytes
 READY_TIMEOUT = 30.0  # seconds for a process to report it is listening
 EXTRA_TIMEOUT = 120.0  # seconds a transfer may overrun its duration before it is abandoned
 RECOVERY_FRACTION = 0.9
@@ -197,6 +199,7 @@ class Bench:
             # A Seam "controller" may carry an FEC spec after a '+': "bbr+auto", "cubic+10:2" (K:M).
             name, _, fec_spec = peer.cc.partition("+")
             cc = ["--congestion", name, "--fec", fec_spec.replace(":", ",") or "off"]
+            cc += ["--mds", str(SEAM_DATAGRAM_SIZE)]
             receiver = start(
                 link.ns_b,
                 self.peers_cmd("seam", "recv", "--bind", link.addr_b, "--max-seconds", limit, *cc),
