@@ -123,6 +123,7 @@ class ConnectionStats:
     fec_blocks_abandoned: int = 0  # incomplete blocks the decoder dropped to stay in bounds
     fec_loss_rate: float = 0.0  # our EWMA of raw packet loss (drives fec="auto")
     fec_repair_count: int = 0  # repairs a full block of ours gets now (0: FEC idle)
+    packets_spuriously_lost: int = 0  # declared lost, then acknowledged after all (reordering)
 
 
 class _StreamState:
@@ -379,6 +380,7 @@ class Connection:
             packets_sent=self._packets_sent,
             packets_received=self._packets_received,
             packets_lost=self._recovery.packets_lost,
+            packets_spuriously_lost=self._recovery.packets_spuriously_lost,
             packets_retransmitted=self._packets_retransmitted,
             streams_open=len(self._streams),
             key_generation=self._tx_generation,
@@ -947,6 +949,8 @@ class Connection:
                 self._retransmit_deferred(fec_tx.on_repair_resolved(frames[0][1]))
             elif frames and fec_tx.defer_loss(packet.packet_number):
                 self._fec_deferred[packet.packet_number] = packet
+                # Its ACK may mean the peer rebuilt it from repairs: not evidence of reordering.
+                self._recovery.forget_lost(packet.packet_number)
             else:
                 retransmit.append(packet)
         self._on_packets_lost(retransmit)

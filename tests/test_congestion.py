@@ -143,7 +143,6 @@ def test_an_empty_loss_report_changes_nothing(name: str) -> None:
     assert (cc.congestion_window, cc.ssthresh) == (12000, None)
 
 
-@pytest.mark.xfail(strict=True, reason="persistent congestion (RFC 9002 section 7.6) is not implemented")
 @pytest.mark.parametrize("name", ["newreno", "cubic"])
 def test_persistent_congestion_collapses_to_the_minimum_window(name: str) -> None:
     cc = create(name, max_datagram_size=MDS)

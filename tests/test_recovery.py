@@ -16,8 +16,12 @@ from seam.recovery import (
     K_INITIAL_RTT,
     K_PACKET_THRESHOLD,
     K_TIME_THRESHOLD,
+    LOST_MEMORY,
+    MAX_PACKET_THRESHOLD,
     MAX_PTO_BACKOFF,
     PTO_PROBES,
+    REORDERING_DECAY_RTTS,
+    TIME_THRESHOLD_STEPS,
     LossRecovery,
     RttEstimator,
     SentPacket,
@@ -37,6 +41,7 @@ class RecordingController(CongestionController):
         self.sent: list[tuple[int, int]] = []  # (packet number, bytes in flight after it)
         self.acked: list[list[int]] = []
         self.lost: list[list[int]] = []
+        self.persistent_congestion: list[float] = []
 
     def on_packet_sent(self, packet: SentPacket, bytes_in_flight: int, now: float) -> None:
         self.sent.append((packet.packet_number, bytes_in_flight))
@@ -47,10 +52,16 @@ class RecordingController(CongestionController):
     def on_packets_lost(self, packets: list[SentPacket], now: float, rtt: RttEstimator) -> None:
         self.lost.append([p.packet_number for p in packets])
 
+    def on_persistent_congestion(self, now: float) -> None:
+        self.persistent_congestion.append(now)
 
-def make_recovery() -> tuple[LossRecovery, RecordingController]:
+
+def make_recovery(*, adapt_packet_threshold: bool = False) -> tuple[LossRecovery, RecordingController]:
     cc = RecordingController()
-    return LossRecovery(congestion=cc, max_ack_delay=MAX_ACK_DELAY), cc
+    rec = LossRecovery(
+        congestion=cc, max_ack_delay=MAX_ACK_DELAY, adapt_packet_threshold=adapt_packet_threshold
+    )
+    return rec, cc
 
 
 def send(rec: LossRecovery, pn: int, now: float, *, size: int = SIZE, in_flight: bool = True) -> SentPacket:
@@ -317,11 +328,12 @@ def test_loss_detection_matches_the_rfc_thresholds(data: st.DataObject) -> None:
         reported |= newly
         outstanding -= newly
         rtt = rec.rtt
-        loss_delay = max(K_TIME_THRESHOLD * max(rtt.latest_rtt, rtt.smoothed_rtt), K_GRANULARITY)
+        # Acknowledging a packet already declared lost may have widened the thresholds.
+        loss_delay = max(rec.time_threshold * max(rtt.latest_rtt, rtt.smoothed_rtt), K_GRANULARITY)
 
         def meets_threshold(pn: int, delay: float = loss_delay, at: float = now) -> bool:
             return pn < rec.largest_acked and (
-                sent_at[pn] + delay <= at or rec.largest_acked - pn >= K_PACKET_THRESHOLD
+                sent_at[pn] + delay <= at or rec.largest_acked - pn >= rec.packet_threshold
             )
 
         assert all(meets_threshold(pn) for pn in pns(lost))
@@ -330,6 +342,163 @@ def test_loss_detection_matches_the_rfc_thresholds(data: st.DataObject) -> None:
         candidates = [sent_at[pn] + loss_delay for pn in outstanding if pn < rec.largest_acked]
         if candidates:
             assert rec.get_loss_detection_timer() == pytest.approx(min(candidates))
+
+
+# --- Reordering adaptation (RFC 9002 section 6.1, RFC 8985 section 6.2) ---------------------------
+
+
+def reorder_round(rec: LossRecovery, first_pn: int, start: float, depth: int) -> tuple[list[int], list[int]]:
+    """Send ``depth + 1`` packets 1 ms apart; the first arrives last, ``depth`` behind the newest.
+
+    The ACK of the others comes 100 ms after the first was sent and that of the
+    straggler 1 ms later. Returns (packets declared lost, packets acknowledged).
+    """
+    last = first_pn + depth
+    for pn in range(first_pn, last + 1):
+        send(rec, pn, start + (pn - first_pn) * 0.001)
+    acked, lost = rec.on_ack_received([(first_pn + 1, last)], 0.0, start + 0.1)
+    late, lost_late = rec.on_ack_received([(first_pn, last)], 0.0, start + 0.101)
+    return pns(lost) + pns(lost_late), pns(acked) + pns(late)
+
+
+def test_a_spurious_loss_widens_the_thresholds_so_the_same_reordering_is_tolerated() -> None:
+    rec, cc = make_recovery(adapt_packet_threshold=True)
+    assert (rec.packet_threshold, rec.time_threshold) == (K_PACKET_THRESHOLD, K_TIME_THRESHOLD)
+    lost, acked = reorder_round(rec, 0, 0.0, depth=4)
+    assert (lost, acked) == ([0], [1, 2, 3, 4])  # 4 behind the largest: declared lost...
+    assert rec.packets_spuriously_lost == 1  # ...and then acknowledged after all
+    assert rec.packets_lost == 1
+    assert rec.packet_threshold == 5  # one past the depth it was declared lost at
+    assert rec.time_threshold == TIME_THRESHOLD_STEPS[1] == 5 / 4
+    lost, acked = reorder_round(rec, 5, 0.2, depth=4)
+    assert (lost, acked) == ([], [6, 7, 8, 9, 5])  # the same reordering is no longer a loss
+    assert rec.packets_spuriously_lost == 1
+    assert cc.lost == [[0]]
+
+
+def test_a_late_ack_for_a_packet_lost_by_the_time_threshold_widens_the_time_threshold() -> None:
+    rec, _ = make_recovery()
+    send(rec, 0, 0.0)
+    send(rec, 1, 0.01)
+    rec.on_ack_received([(1, 1)], 0.0, 0.11)  # latest RTT 0.1: packet 0 is due at 0.1125
+    lost, _ = rec.on_loss_detection_timeout(0.1125)
+    assert pns(lost) == [0]
+    rec.on_ack_received([(0, 1)], 0.0, 0.12)
+    assert rec.packets_spuriously_lost == 1
+    assert rec.time_threshold == 5 / 4
+    assert rec.packet_threshold == K_PACKET_THRESHOLD  # only 1 behind when declared lost
+    # The same delay again: the timer now falls after the straggler's ACK.
+    send(rec, 2, 0.2)
+    send(rec, 3, 0.21)
+    rec.on_ack_received([(3, 3)], 0.0, 0.31)
+    assert rec.get_loss_detection_timer() == pytest.approx(0.2 + 5 / 4 * 0.1)
+    acked, lost = rec.on_ack_received([(2, 3)], 0.0, 0.32)
+    assert (pns(acked), pns(lost)) == ([2], [])
+    assert rec.packets_spuriously_lost == 1
+
+
+def test_by_default_the_packet_threshold_stays_at_three() -> None:
+    rec, _ = make_recovery()
+    lost, _ = reorder_round(rec, 0, 0.0, depth=4)
+    assert lost == [0]
+    assert rec.packets_spuriously_lost == 1
+    assert (rec.packet_threshold, rec.time_threshold) == (K_PACKET_THRESHOLD, 5 / 4)
+    lost, _ = reorder_round(rec, 5, 0.2, depth=4)
+    assert lost == [5]  # depth still counts; only the time threshold widened
+
+
+def test_widening_is_capped() -> None:
+    rec, _ = make_recovery(adapt_packet_threshold=True)
+    start, pn = 0.0, 0
+    for _ in range(len(TIME_THRESHOLD_STEPS) + 2):
+        lost, _ = reorder_round(rec, pn, start, depth=20)
+        assert lost == [pn]  # deeper than any threshold we would widen to
+        pn, start = pn + 21, start + 0.2
+    assert rec.time_threshold == TIME_THRESHOLD_STEPS[-1] == 2.0
+    assert rec.packet_threshold == MAX_PACKET_THRESHOLD
+    assert rec.packets_spuriously_lost == len(TIME_THRESHOLD_STEPS) + 2
+
+
+def test_thresholds_decay_back_after_round_trips_without_spurious_losses() -> None:
+    rec, _ = make_recovery(adapt_packet_threshold=True)
+    reorder_round(rec, 0, 0.0, depth=5)  # threshold 6, 5/4
+    assert (rec.packet_threshold, rec.time_threshold) == (6, 5 / 4)
+    quiet = REORDERING_DECAY_RTTS * 0.1  # the smoothed RTT stays close to 0.1 s
+    now, pn = 0.2, 6
+    history = []
+    for _ in range(4):
+        # In-order traffic for not quite the decay period changes nothing...
+        send(rec, pn, now)
+        rec.on_ack_received([(pn, pn)], 0.0, now + 0.1)
+        assert (rec.packet_threshold, rec.time_threshold) == (history or [(6, 5 / 4)])[-1]
+        # ...one past it steps both back by one.
+        now += quiet * 1.05
+        send(rec, pn + 1, now)
+        rec.on_ack_received([(pn + 1, pn + 1)], 0.0, now + 0.1)
+        history.append((rec.packet_threshold, rec.time_threshold))
+        now, pn = now + 0.2, pn + 2
+    assert history == [(5, K_TIME_THRESHOLD), (4, K_TIME_THRESHOLD)] + [(3, K_TIME_THRESHOLD)] * 2
+    # Back at the RFC 9002 thresholds, reordering 5 deep is a loss again.
+    lost, _ = reorder_round(rec, pn, now, depth=5)
+    assert lost == [pn]
+
+
+def test_the_memory_of_lost_packets_is_bounded() -> None:
+    rec, _ = make_recovery()
+    count = LOST_MEMORY + 100
+    for pn in range(count):
+        send(rec, pn, 0.0)
+    send(rec, count, 1.0)
+    _, lost = rec.on_ack_received([(count, count)], 0.0, 1.1)
+    assert len(lost) == count  # all by the time threshold
+    # The oldest are forgotten: their late ACK is not recognised as a spurious loss...
+    rec.on_ack_received([(0, 99), (count, count)], 0.0, 1.2)
+    assert rec.packets_spuriously_lost == 0
+    assert (rec.packet_threshold, rec.time_threshold) == (K_PACKET_THRESHOLD, K_TIME_THRESHOLD)
+    # ...the most recent LOST_MEMORY are remembered, and each counts once.
+    rec.on_ack_received([(0, count)], 0.0, 1.3)
+    rec.on_ack_received([(0, count)], 0.0, 1.4)
+    assert rec.packets_spuriously_lost == LOST_MEMORY
+
+
+# --- Persistent congestion (RFC 9002 section 7.6) ------------------------------------------------
+
+
+def lose_a_long_run(rec: LossRecovery, pns_sent: list[int], *, acked: tuple[int, ...] = ()) -> None:
+    """After an RTT sample of 0.1 s at 0.1 s (3 x PTO = 0.825 s), send ``pns_sent`` 0.15 s apart
+    from 1.0 s, acknowledge ``acked`` and the packet sent at 3.0 s, at 3.1 s."""
+    for i, pn in enumerate(pns_sent):
+        send(rec, pn, 1.0 + 0.15 * i)
+    send(rec, 100, 3.0)
+    rec.on_ack_received([(pn, pn) for pn in acked] + [(100, 100)], 0.0, 3.1)
+
+
+def test_a_long_run_of_losses_is_persistent_congestion() -> None:
+    rec, cc = make_recovery()
+    send(rec, 0, 0.0)
+    rec.on_ack_received([(0, 0)], 0.0, 0.1)
+    lose_a_long_run(rec, list(range(1, 11)))
+    assert cc.lost == [list(range(1, 11))]
+    assert cc.persistent_congestion == [3.1]
+
+
+def test_an_acknowledged_packet_inside_the_run_breaks_it() -> None:
+    rec, cc = make_recovery()
+    send(rec, 0, 0.0)
+    rec.on_ack_received([(0, 0)], 0.0, 0.1)
+    lose_a_long_run(rec, list(range(1, 11)), acked=(6,))  # runs 1-5 and 7-10 each span 0.6 s
+    assert cc.lost == [[1, 2, 3, 4, 5, 7, 8, 9, 10]]
+    assert cc.persistent_congestion == []
+
+
+def test_no_persistent_congestion_before_an_rtt_sample() -> None:
+    rec, cc = make_recovery()
+    for pn in range(10):
+        send(rec, pn, 0.15 * pn)
+    send(rec, 10, 3.0)
+    rec.on_ack_received([(10, 10)], 0.0, 3.1)  # the first RTT sample: packets 0-9 predate it
+    assert cc.lost == [list(range(10))]
+    assert cc.persistent_congestion == []
 
 
 # --- Probe timeout (RFC 9002 section 6.2) ---------------------------------------------------------

@@ -47,6 +47,15 @@ class CongestionController(abc.ABC):
     @abc.abstractmethod
     def on_packets_lost(self, packets: list[SentPacket], now: float, rtt: RttEstimator) -> None: ...
 
+    def on_persistent_congestion(self, now: float) -> None:
+        """Persistent congestion (RFC 9002 section 7.6.2): collapse to the minimum window.
+
+        Called by recovery right after ``on_packets_lost`` for the batch that
+        established it; ``ssthresh`` keeps the value that call gave it, so the
+        window slow-starts back up to there.
+        """
+        self.congestion_window = self.minimum_window
+
     def on_rate_sample(self, sample: RateSample, now: float, rtt: RttEstimator) -> None:  # noqa: B027
         """Optional hook: one delivery-rate sample per ACK that newly acknowledged data."""
 

@@ -34,10 +34,15 @@ Delivery-rate samples come from :class:`seam.recovery.LossRecovery`
 (``wants_rate_samples``); the per-ACK work is :meth:`BBR.on_rate_sample` and
 the per-loss work :meth:`BBR.on_packets_lost`, called before it for the same ACK.
 
+Persistent congestion (RFC 9002 section 7.6) stands in for the RTO of section
+5.6.4.4: the window collapses to the minimum and regrows by what is acked, up
+to the model's bound (``_set_cwnd``); the model itself is kept.
+
 Left out, as QUIC-irrelevant or deliberately simplified: the cwnd save/restore
-around fast recovery and the RTO collapse (section 5.6.4.4; Seam's PTO sends
-probes past the window instead), ECN, undo of spurious loss, and TSO-specific
-quantisation (the offload budget is kept as 3 send quanta, as for TCP).
+around fast recovery and the RTO (section 5.6.4.4; Seam's PTO sends probes past
+the window instead, and nothing is restored after persistent congestion), ECN,
+undo of spurious loss, and TSO-specific quantisation (the offload budget is
+kept as 3 send quanta, as for TCP).
 """
 
 from __future__ import annotations
@@ -286,6 +291,10 @@ class BBR(CongestionController):
                 lost_prev = lost - size
                 lost_prefix = (LOSS_THRESH * inflight_prev - lost_prev) / (1 - LOSS_THRESH)
                 self._handle_inflight_too_high(inflight_prev + lost_prefix, packet.is_app_limited, now)
+
+    def on_persistent_congestion(self, now: float) -> None:
+        """BBROnEnterRTO's collapse (section 5.6.4.4), to BBR's minimum window, without the save."""
+        self.congestion_window = self.min_pipe_cwnd
 
     def on_rate_sample(self, sample: RateSample, now: float, rtt: RttEstimator) -> None:
         """BBRUpdateOnACK (section 5.2.3): update the model and state, then the controls."""

@@ -61,6 +61,12 @@ class Cubic(CongestionController):
                 new = cwnd + (target - cwnd) / cwnd * acked_segments  # RFC 9438 section 4.4
             self.congestion_window = max(int(new * mds), self.congestion_window)
 
+    def on_persistent_congestion(self, now: float) -> None:
+        """Like a timeout (RFC 9438 section 4.8): the next congestion avoidance stage starts a fresh
+        epoch, with K = 0 and W_max the window at its start."""
+        super().on_persistent_congestion(now)
+        self._epoch_start = None
+
     def on_packets_lost(self, packets: list[SentPacket], now: float, rtt: RttEstimator) -> None:
         if not packets or max(p.time_sent for p in packets) <= self._recovery_start:
             return
