@@ -82,23 +82,27 @@ def server_process(group: ProcessGroup, script: str, port: int) -> Proc:
 
 
 def dnsmasq(group: ProcessGroup) -> int:
-    """A private dnsmasq on a loopback port answering every *.example.test A query with DNS_ANSWER."""
+    """A private dnsmasq on a loopback port answering every *.example.test A query with DNS_ANSWER.
+
+    dnsmasq binds the port for both UDP and TCP, and a port free for one may
+    be taken for the other, so a failed start is retried on a new port.
+    """
     binary = require_tool("dnsmasq")
-    port = free_port(socket.SOCK_DGRAM)
-    argv = [
-        binary,
-        "--keep-in-foreground",
-        "--no-resolv",
-        "--no-hosts",
-        "--no-dhcp-interface=",
-        "--pid-file=",
-    ]
-    argv += [f"--port={port}", "--listen-address=127.0.0.1", "--bind-interfaces", "--log-facility=-"]
-    argv += [f"--address=/example.test/{DNS_ANSWER}"]
-    if os.geteuid() == 0:
-        argv.append("--user=root")
-    group.start("dnsmasq", argv).wait_for(r"started, version", timeout=10)
-    return port
+    for _attempt in range(3):
+        port = free_port(socket.SOCK_DGRAM)
+        argv = [binary, "--keep-in-foreground", "--no-resolv", "--no-hosts", "--pid-file="]
+        argv += [f"--port={port}", "--listen-address=127.0.0.1", "--bind-interfaces", "--log-facility=-"]
+        argv += [f"--address=/example.test/{DNS_ANSWER}"]
+        if os.geteuid() == 0:
+            argv.append("--user=root")
+        proc = group.start("dnsmasq", argv)
+        try:
+            proc.wait_for(r"started, version", timeout=10)
+            return port
+        except AssertionError:
+            if proc.popen.poll() is None:
+                raise
+    raise AssertionError(f"dnsmasq did not start:\n{proc.output()}")
 
 
 def redis_server(group: ProcessGroup) -> int:
