@@ -9,8 +9,14 @@ from __future__ import annotations
 
 import os
 import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
+
+if TYPE_CHECKING:
+    from tests.procs import ProcessGroup
 
 REQUIRE_ALL = os.environ.get("SEAMLESS_REQUIRE_ALL") == "1"
 
@@ -45,3 +51,15 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):  
         report.outcome = "failed"
         reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
         report.longrepr = f"skipped under SEAMLESS_REQUIRE_ALL=1: {reason}"
+
+
+@pytest.fixture
+def procs(tmp_path: Path) -> Iterator[ProcessGroup]:
+    """Every process a test starts, stopped by PID when the test ends."""
+    from tests.procs import ProcessGroup  # here, so the conftest also works copied on its own
+
+    group = ProcessGroup(tmp_path)
+    try:
+        yield group
+    finally:
+        group.stop_all()

@@ -28,7 +28,7 @@ MAX_BODY = 8_000_000
 
 @dataclass
 class Stack:
-    group: ProcessGroup
+    procs: ProcessGroup
     relay: RelayInfo
     https_port: int
     echo_port: int
@@ -37,9 +37,9 @@ class Stack:
         return f"http://{sub}.localhost:{self.relay.http_port}{path}"
 
 
-def start_echo(group: ProcessGroup, port: int | None = None) -> int:
+def start_echo(procs: ProcessGroup, port: int | None = None) -> int:
     port = port or free_port()
-    proc = group.start("echo", [sys.executable, str(SERVERS / "http_echo.py"), str(port)])
+    proc = procs.start("echo", [sys.executable, str(SERVERS / "http_echo.py"), str(port)])
     proc.wait_for("listening on")
     return port
 
@@ -47,25 +47,16 @@ def start_echo(group: ProcessGroup, port: int | None = None) -> int:
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     require_tool("curl")
-    group = ProcessGroup(tmp_path_factory.mktemp("http"))
+    procs = ProcessGroup(tmp_path_factory.mktemp("http"))
     try:
         relay = start_relay(
-            group, "--https-addr", "127.0.0.1:0", "--tls-self-signed", "--max-body-size", str(MAX_BODY)
+            procs, "--https-addr", "127.0.0.1:0", "--tls-self-signed", "--max-body-size", str(MAX_BODY)
         )
         https_port = int(relay.proc.wait_for(r"https listening on \S+?:(\d+)\b").group(1))
-        echo_port = start_echo(group)
-        client = start_client(group, relay, "http", str(echo_port), "--subdomain", "app")
+        echo_port = start_echo(procs)
+        client = start_client(procs, relay, "http", str(echo_port), "--subdomain", "app")
         client.wait_for(r"Forwarding http://app\.localhost:\d+")
-        yield Stack(group, relay, https_port, echo_port)
-    finally:
-        group.stop_all()
-
-
-@pytest.fixture
-def group(tmp_path: Path) -> Iterator[ProcessGroup]:
-    procs = ProcessGroup(tmp_path)
-    try:
-        yield procs
+        yield Stack(procs, relay, https_port, echo_port)
     finally:
         procs.stop_all()
 
@@ -164,7 +155,7 @@ def test_streamed_chunks_arrive_before_the_response_ends(stack: Stack) -> None:
 
 
 def test_random_subdomain_is_assigned_and_works(stack: Stack) -> None:
-    client = start_client(stack.group, stack.relay, "http", str(stack.echo_port))
+    client = start_client(stack.procs, stack.relay, "http", str(stack.echo_port))
     url = client.wait_for(r"Forwarding (http://([a-z0-9]{8})\.localhost:\d+)").group(1)
     assert curl(url + "/").stdout == "hello from the local service\n"
 
@@ -271,8 +262,8 @@ def test_websocket_upgrade_becomes_a_pipe(stack: Stack) -> None:
     from wsproto.events import AcceptConnection, CloseConnection, Message, Request, TextMessage
 
     ws_port = free_port()
-    stack.group.start("ws", [sys.executable, str(SERVERS / "ws_echo.py"), str(ws_port)]).wait_for("listening")
-    client = start_client(stack.group, stack.relay, "http", str(ws_port), "--subdomain", "ws")
+    stack.procs.start("ws", [sys.executable, str(SERVERS / "ws_echo.py"), str(ws_port)]).wait_for("listening")
+    client = start_client(stack.procs, stack.relay, "http", str(ws_port), "--subdomain", "ws")
     client.wait_for("Forwarding")
     ws = WSConnection(ConnectionType.CLIENT)
     with socket.create_connection(("127.0.0.1", stack.relay.http_port or 0), timeout=10) as sock:
@@ -312,7 +303,7 @@ def test_upgrade_refused_by_service_is_a_plain_response(stack: Stack) -> None:
 
 
 def test_local_service_down_is_502(stack: Stack) -> None:
-    client = start_client(stack.group, stack.relay, "http", str(free_port()), "--subdomain", "down")
+    client = start_client(stack.procs, stack.relay, "http", str(free_port()), "--subdomain", "down")
     client.wait_for("Forwarding")
     result = curl("-i", stack.url("/", sub="down"))
     assert result.stdout.startswith("HTTP/1.1 502"), result.stdout[:300]
@@ -320,9 +311,9 @@ def test_local_service_down_is_502(stack: Stack) -> None:
 
 
 def test_stopped_client_is_503_and_name_stays_reserved(stack: Stack) -> None:
-    home = stack.group.tmp / "gone-home"
+    home = stack.procs.tmp / "gone-home"
     client = start_client(
-        stack.group, stack.relay, "http", str(stack.echo_port), "--subdomain", "gone", config_home=home
+        stack.procs, stack.relay, "http", str(stack.echo_port), "--subdomain", "gone", config_home=home
     )
     client.wait_for("Forwarding")
     assert curl(stack.url("/", sub="gone")).stdout == "hello from the local service\n"
@@ -336,13 +327,13 @@ def test_stopped_client_is_503_and_name_stays_reserved(stack: Stack) -> None:
     assert result.stdout.startswith("HTTP/1.1 503"), result.stdout[:300]
     # A stranger (another client key) cannot take the reserved name...
     stranger = start_client(
-        stack.group, stack.relay, "http", "1", "--subdomain", "gone", config_home=home.with_name("x")
+        stack.procs, stack.relay, "http", "1", "--subdomain", "gone", config_home=home.with_name("x")
     )
     assert stranger.popen.wait(30) != 0
     assert "taken" in stranger.output()
     # ...but the same client gets it back.
     again = start_client(
-        stack.group, stack.relay, "http", str(stack.echo_port), "--subdomain", "gone", config_home=home
+        stack.procs, stack.relay, "http", str(stack.echo_port), "--subdomain", "gone", config_home=home
     )
     again.wait_for("Forwarding http://gone.localhost")
     assert curl(stack.url("/", sub="gone")).stdout == "hello from the local service\n"
@@ -365,41 +356,41 @@ def test_https_with_self_signed_certificate(stack: Stack) -> None:
 # ------------------------------------------------------------ own stacks
 
 
-def test_tokens_are_required_when_an_auth_file_is_given(group: ProcessGroup) -> None:
-    auth = group.tmp / "tokens"
+def test_tokens_are_required_when_an_auth_file_is_given(procs: ProcessGroup) -> None:
+    auth = procs.tmp / "tokens"
     auth.write_text("# team tokens\ns3cret-token-1\n\nother-token\n")
-    relay = start_relay(group, "--auth-file", str(auth))
-    echo_port = start_echo(group)
-    nobody = start_client(group, relay, "http", str(echo_port))
+    relay = start_relay(procs, "--auth-file", str(auth))
+    echo_port = start_echo(procs)
+    nobody = start_client(procs, relay, "http", str(echo_port))
     assert nobody.popen.wait(30) == 1
     assert "token" in nobody.output()
-    wrong = start_client(group, relay, "--token", "s3cret-token-2", "http", str(echo_port))
+    wrong = start_client(procs, relay, "--token", "s3cret-token-2", "http", str(echo_port))
     assert wrong.popen.wait(30) == 1
     good = start_client(
-        group, relay, "--token", "s3cret-token-1", "http", str(echo_port), "--subdomain", "ok"
+        procs, relay, "--token", "s3cret-token-1", "http", str(echo_port), "--subdomain", "ok"
     )
     good.wait_for("Forwarding")
     assert "s3cret-token-1" not in relay.proc.output()
 
 
-def test_wrong_relay_keys_exit_with_a_clear_message(group: ProcessGroup) -> None:
-    relay = start_relay(group)
-    other = start_relay(group, store=group.tmp / "other.json")
+def test_wrong_relay_keys_exit_with_a_clear_message(procs: ProcessGroup) -> None:
+    relay = start_relay(procs)
+    other = start_relay(procs, store=procs.tmp / "other.json")
     relay.x25519, relay.kem = other.x25519, other.kem
-    client = start_client(group, relay, "http", "1")
+    client = start_client(procs, relay, "http", "1")
     assert client.popen.wait(30) == 1
     assert "keys do not match" in client.output()
 
 
 @pytest.mark.parametrize("how", ["sigterm", "sigkill"])
-def test_client_survives_relay_restart(group: ProcessGroup, how: str) -> None:
+def test_client_survives_relay_restart(procs: ProcessGroup, how: str) -> None:
     """SIGTERM: the relay says goodbye. SIGKILL: only the keepalive and idle timeout can tell."""
     seam_port, http_port = free_port(socket.SOCK_DGRAM), free_port()
-    store = group.tmp / "relay.json"
+    store = procs.tmp / "relay.json"
     argv = ("--seam-addr", f"127.0.0.1:{seam_port}", "--http-addr", f"127.0.0.1:{http_port}")
-    relay = start_relay_fixed(group, store, *argv)
-    echo_port = start_echo(group)
-    client = start_client(group, relay, "http", str(echo_port))
+    relay = start_relay_fixed(procs, store, *argv)
+    echo_port = start_echo(procs)
+    client = start_client(procs, relay, "http", str(echo_port))
     url = client.wait_for(r"Forwarding (http://\S+)").group(1)
     assert curl(url + "/").stdout == "hello from the local service\n"
     if how == "sigkill":
@@ -408,7 +399,7 @@ def test_client_survives_relay_restart(group: ProcessGroup, how: str) -> None:
     else:
         relay.proc.stop()
     started = time.monotonic()
-    relay = start_relay_fixed(group, store, *argv)
+    relay = start_relay_fixed(procs, store, *argv)
     deadline = started + 45
     while time.monotonic() < deadline:
         result = curl(url + "/", timeout=5)
@@ -421,10 +412,10 @@ def test_client_survives_relay_restart(group: ProcessGroup, how: str) -> None:
     assert client.popen.poll() is None
 
 
-def start_relay_fixed(group: ProcessGroup, store: Path, *argv: str) -> RelayInfo:
+def start_relay_fixed(procs: ProcessGroup, store: Path, *argv: str) -> RelayInfo:
     """A relay on fixed ports (start_relay's defaults come first; later flags win in the CLI)."""
     argv_full = [sys.executable, "-m", "seamless_relay", "--store", str(store), *argv]
-    proc = group.start("relay-fixed", argv_full)
+    proc = procs.start("relay-fixed", argv_full)
     x25519 = proc.wait_for(r"seam-pubkey-x25519 ([0-9a-f]{64})").group(1)
     kem = proc.wait_for(r"seam-pubkey-kem ([0-9a-f]{2368})").group(1)
     seam_port = int(proc.wait_for(r"seam listening on udp \S+?:(\d+)\b").group(1))
@@ -432,9 +423,9 @@ def start_relay_fixed(group: ProcessGroup, store: Path, *argv: str) -> RelayInfo
     return RelayInfo(proc, seam_port, http_port, x25519, kem, store)
 
 
-def test_seamless_demo_prints_a_working_url(group: ProcessGroup) -> None:
+def test_seamless_demo_prints_a_working_url(procs: ProcessGroup) -> None:
     require_tool("curl")
-    demo = group.start("demo", [sys.executable, "-m", "seamless_client", "demo"])
+    demo = procs.start("demo", [sys.executable, "-m", "seamless_client", "demo"])
     url = demo.wait_for(r"Public URL: (\S+)", timeout=30).group(1)
     result = curl(url)
     assert result.returncode == 0, result.stderr
@@ -443,13 +434,13 @@ def test_seamless_demo_prints_a_working_url(group: ProcessGroup) -> None:
 
 
 def test_second_process_with_the_same_key_replaces_the_first(stack: Stack) -> None:
-    home = stack.group.tmp / "twin-home"
+    home = stack.procs.tmp / "twin-home"
     first = start_client(
-        stack.group, stack.relay, "http", str(stack.echo_port), "--subdomain", "twin", config_home=home
+        stack.procs, stack.relay, "http", str(stack.echo_port), "--subdomain", "twin", config_home=home
     )
     first.wait_for("Forwarding")
     second = start_client(
-        stack.group, stack.relay, "http", str(stack.echo_port), "--subdomain", "twin", config_home=home
+        stack.procs, stack.relay, "http", str(stack.echo_port), "--subdomain", "twin", config_home=home
     )
     second.wait_for("Forwarding")
     assert first.popen.wait(20) == 1  # it stops instead of fighting for the name
@@ -458,9 +449,9 @@ def test_second_process_with_the_same_key_replaces_the_first(stack: Stack) -> No
     assert curl(stack.url("/", sub="twin")).stdout == "hello from the local service\n"
 
 
-def test_relay_startup_errors_are_one_clear_line(group: ProcessGroup) -> None:
-    relay = start_relay(group)
-    busy = group.start(
+def test_relay_startup_errors_are_one_clear_line(procs: ProcessGroup) -> None:
+    relay = start_relay(procs)
+    busy = procs.start(
         "busy",
         [
             sys.executable,
@@ -471,14 +462,14 @@ def test_relay_startup_errors_are_one_clear_line(group: ProcessGroup) -> None:
             "--http-addr",
             "127.0.0.1:0",
             "--store",
-            str(group.tmp / "b.json"),
+            str(procs.tmp / "b.json"),
         ],
     )
     assert busy.popen.wait(30) == 1
     assert "Address already in use" in busy.output() and "Traceback" not in busy.output()
-    bad_cert = group.tmp / "cert.pem"
+    bad_cert = procs.tmp / "cert.pem"
     bad_cert.write_text("not a certificate")
-    tls = group.start(
+    tls = procs.start(
         "tls",
         [
             sys.executable,
@@ -495,53 +486,53 @@ def test_relay_startup_errors_are_one_clear_line(group: ProcessGroup) -> None:
             "--tls-key",
             str(bad_cert),
             "--store",
-            str(group.tmp / "c.json"),
+            str(procs.tmp / "c.json"),
         ],
     )
     assert tls.popen.wait(30) == 2
     assert "cert.pem" in tls.output() and "Traceback" not in tls.output()
 
 
-def test_sighup_without_https_does_not_stop_the_relay(group: ProcessGroup) -> None:
+def test_sighup_without_https_does_not_stop_the_relay(procs: ProcessGroup) -> None:
     import signal
 
-    relay = start_relay(group)
+    relay = start_relay(procs)
     os.kill(relay.proc.popen.pid, signal.SIGHUP)
     relay.proc.wait_for("no certificates to reload")
     assert relay.proc.popen.poll() is None
 
 
-def test_reservations_survive_a_relay_restart(group: ProcessGroup) -> None:
+def test_reservations_survive_a_relay_restart(procs: ProcessGroup) -> None:
     seam_port, http_port = free_port(socket.SOCK_DGRAM), free_port()
-    store = group.tmp / "relay.json"
+    store = procs.tmp / "relay.json"
     argv = ("--seam-addr", f"127.0.0.1:{seam_port}", "--http-addr", f"127.0.0.1:{http_port}")
-    relay = start_relay_fixed(group, store, *argv)
-    owner_home = group.tmp / "owner"
-    owner = start_client(group, relay, "http", "1", "--subdomain", "keep", config_home=owner_home)
+    relay = start_relay_fixed(procs, store, *argv)
+    owner_home = procs.tmp / "owner"
+    owner = start_client(procs, relay, "http", "1", "--subdomain", "keep", config_home=owner_home)
     owner.wait_for("Forwarding http://keep.localhost")
     relay.proc.popen.kill()  # no goodbye: the store must already know
     relay.proc.popen.wait(10)
     owner.stop()
     assert oct(store.stat().st_mode & 0o777) == "0o600"
-    relay = start_relay_fixed(group, store, *argv)
+    relay = start_relay_fixed(procs, store, *argv)
     relay.proc.wait_for("restored 1 name and port reservations")
     stranger = start_client(
-        group, relay, "http", "1", "--subdomain", "keep", config_home=group.tmp / "stranger"
+        procs, relay, "http", "1", "--subdomain", "keep", config_home=procs.tmp / "stranger"
     )
     assert stranger.popen.wait(30) == 1
     assert "taken" in stranger.output()
-    again = start_client(group, relay, "http", "1", "--subdomain", "keep", config_home=owner_home)
+    again = start_client(procs, relay, "http", "1", "--subdomain", "keep", config_home=owner_home)
     again.wait_for("Forwarding http://keep.localhost")
 
 
-def test_custom_domain_when_the_relay_allows_it(group: ProcessGroup) -> None:
-    relay = start_relay(group, "--allow-custom-domains")
-    echo_port = start_echo(group)
-    client = start_client(group, relay, "http", str(echo_port), "--hostname", "App.Example.com")
+def test_custom_domain_when_the_relay_allows_it(procs: ProcessGroup) -> None:
+    relay = start_relay(procs, "--allow-custom-domains")
+    echo_port = start_echo(procs)
+    client = start_client(procs, relay, "http", str(echo_port), "--hostname", "App.Example.com")
     client.wait_for(r"Forwarding http://app\.example\.com:\d+")
     result = curl("-H", "Host: app.example.com", f"http://127.0.0.1:{relay.http_port}/headers")
     assert upstream_headers(result.stdout)["x-forwarded-host"] == ["app.example.com"]
-    strict = start_relay(group, store=group.tmp / "strict.json")
-    refused = start_client(group, strict, "http", str(echo_port), "--hostname", "app.example.com")
+    strict = start_relay(procs, store=procs.tmp / "strict.json")
+    refused = start_client(procs, strict, "http", str(echo_port), "--hostname", "app.example.com")
     assert refused.popen.wait(30) == 1
     assert "custom domains are not allowed" in refused.output()

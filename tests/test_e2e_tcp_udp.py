@@ -18,7 +18,6 @@ import string
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -32,15 +31,6 @@ SERVERS = Path(__file__).parent / "servers"
 RUN_TIMEOUT = 30.0  # seconds for any one client command (ssh, redis-cli, dig)
 REGISTER_TIMEOUT = 20.0  # seconds for a client to print its Forwarding line
 DNS_ANSWER = "192.0.2.7"  # what the private dnsmasq answers for *.example.test
-
-
-@pytest.fixture
-def procs(tmp_path: Path) -> Iterator[ProcessGroup]:
-    group = ProcessGroup(tmp_path)
-    try:
-        yield group
-    finally:
-        group.stop_all()
 
 
 def relay_process(group: ProcessGroup, *flags: str) -> RelayInfo:
