@@ -53,6 +53,9 @@ K_GRANULARITY = 0.001  # seconds, RFC 9002 section 6.1.2
 K_INITIAL_RTT = 0.333  # seconds, RFC 9002 section 6.2.2
 PTO_PROBES = 2  # probe packets per PTO, RFC 9002 section 6.2.4
 MAX_PTO_BACKOFF = 6  # cap the exponential backoff at 2**6 x PTO
+# Past two PTOs the backoff also stops growing at this many seconds, so a path that
+# comes back after an outage is noticed within it (section 7.2 of docs/protocol.md).
+MAX_PTO_PERIOD = 0.25
 K_PERSISTENT_CONGESTION_THRESHOLD = 3  # PTOs, RFC 9002 section 7.6.1
 # Reordering adaptation (RFC 9002 section 6.1 allows adapting; policy in the spirit of RFC 8985 section 6.2)
 TIME_THRESHOLD_STEPS = (K_TIME_THRESHOLD, 5 / 4, 3 / 2, 2.0)  # of an RTT, widened per spurious loss
@@ -406,8 +409,15 @@ class LossRecovery:
             return self._loss_time
         if not self._sent:
             return None
-        backoff = 1 << min(self.pto_count, MAX_PTO_BACKOFF)
-        return self._last_ack_eliciting_time + self.rtt.pto(self.max_ack_delay) * backoff
+        return self._last_ack_eliciting_time + self.pto_period()
+
+    def pto_period(self) -> float:
+        """The PTO, backed off per unanswered probe: doubling, but never beyond
+        ``max(2 x PTO, MAX_PTO_PERIOD)``, so probes keep coming a few times a second
+        through an outage instead of thinning out to one a minute."""
+        base = self.rtt.pto(self.max_ack_delay)
+        backed_off = base * (1 << min(self.pto_count, MAX_PTO_BACKOFF))
+        return min(backed_off, max(2 * base, MAX_PTO_PERIOD))
 
     def on_loss_detection_timeout(self, now: float) -> tuple[list[SentPacket], int]:
         """Returns (packets now deemed lost, probe packets to send now)."""

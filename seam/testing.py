@@ -49,19 +49,35 @@ class LossyNetwork:
     duplicate: float = 0.0
     corrupt: float = 0.0
     reorder: float = 0.0  # probability of an extra delay of 2x ``delay``
+    rate: float | None = None  # bytes/s per direction; None for no bandwidth limit
+    queue: int = 256 * 1024  # bytes a direction's drop-tail bottleneck queue holds
+    blackouts: list[tuple[float, float]] = field(default_factory=list)  # [start, end) drop all
     rng: random.Random = field(init=False)
     delivered: int = 0
     dropped: int = 0
+    _free_at: dict[str, float] = field(init=False, default_factory=dict)
 
     def __post_init__(self) -> None:
         self.rng = random.Random(self.seed)
 
-    def impair(self, datagram: bytes, now: float) -> list[tuple[float, bytes]]:
-        """What becomes of one datagram: zero or more (arrival time, bytes)."""
+    def impair(self, datagram: bytes, now: float, towards: str = "") -> list[tuple[float, bytes]]:
+        """What becomes of one datagram: zero or more (arrival time, bytes).
+
+        With a ``rate``, each direction is one FIFO bottleneck: a datagram leaves it
+        once those queued before it have, and is dropped if the queue is full.
+        """
         rng = self.rng
-        if rng.random() < self.loss:
+        if any(start <= now < end for start, end in self.blackouts) or rng.random() < self.loss:
             self.dropped += 1
             return []
+        if self.rate is not None:
+            free_at = max(self._free_at.get(towards, now), now)
+            if (free_at - now) * self.rate + len(datagram) > self.queue:
+                self.dropped += 1
+                return []
+            free_at += len(datagram) / self.rate
+            self._free_at[towards] = free_at
+            now = free_at
         copies = 2 if rng.random() < self.duplicate else 1
         out = []
         for _ in range(copies):
@@ -129,15 +145,17 @@ class Pair:
                 if tapped is None:
                     continue
                 datagram = tapped
-            for arrival, data in self.network.impair(datagram, self.now):
+            for arrival, data in self.network.impair(datagram, self.now, towards):
                 self._seq += 1
                 heapq.heappush(self._queue, (arrival, self._seq, towards, data, source))
 
-    def inject(self, towards: str, datagram: bytes, source: Address | None = None) -> None:
-        """Deliver a datagram of the test's making on the next step (no impairment)."""
+    def inject(
+        self, towards: str, datagram: bytes, source: Address | None = None, delay: float = 0.0
+    ) -> None:
+        """Deliver a datagram of the test's making after ``delay`` seconds (no impairment)."""
         self._seq += 1
         src = source or (self.client_address if towards == "server" else SERVER_ADDRESS)
-        heapq.heappush(self._queue, (self.now, self._seq, towards, datagram, src))
+        heapq.heappush(self._queue, (self.now + delay, self._seq, towards, datagram, src))
 
     def flush(self) -> None:
         """Collect every datagram both sides want to send now."""

@@ -19,6 +19,7 @@ from seam.recovery import (
     LOST_MEMORY,
     MAX_PACKET_THRESHOLD,
     MAX_PTO_BACKOFF,
+    MAX_PTO_PERIOD,
     PTO_PROBES,
     REORDERING_DECAY_RTTS,
     TIME_THRESHOLD_STEPS,
@@ -514,13 +515,33 @@ def test_pto_fires_after_the_initial_rtt_based_period_and_backs_off() -> None:
     assert rec.on_loss_detection_timeout(fired) == ([], PTO_PROBES)
     assert rec.pto_count == 1
     assert rec.packets_in_flight == 1  # a PTO declares nothing lost
-    expected = [2, 4, 8, 16, 32, 64, 64, 64]  # doubles per PTO, capped at 2**MAX_PTO_BACKOFF
-    assert expected[-1] == 1 << MAX_PTO_BACKOFF
+    expected = [2, 2, 2]  # a PTO this long (~1 s) backs off once: 2 x PTO > MAX_PTO_PERIOD
+    assert period > MAX_PTO_PERIOD
     for factor in expected:
         timer = rec.get_loss_detection_timer()
         assert timer == pytest.approx(fired + period * factor)
         fired = timer or 0.0
         rec.on_loss_detection_timeout(fired)
+
+
+def test_pto_backoff_doubles_up_to_max_pto_period_so_an_outage_ends_are_noticed_fast() -> None:
+    rec, _ = make_recovery()
+    send(rec, 0, 0.0)
+    rec.on_ack_received([(0, 0)], 0.0, 0.01)  # RTT 10 ms: PTO = 10 + 20 + max_ack_delay ms
+    base = 0.01 + 4 * 0.005 + MAX_ACK_DELAY
+    send(rec, 1, 1.0)
+    fired = 1.0
+    periods = []
+    for _ in range(10):
+        timer = rec.get_loss_detection_timer()
+        assert timer is not None
+        periods.append(timer - fired)
+        fired = timer
+        rec.on_loss_detection_timeout(fired)
+    doubling = [base * (1 << n) for n in range(10)]
+    assert periods == pytest.approx([min(p, MAX_PTO_PERIOD) for p in doubling])
+    assert periods[-1] == pytest.approx(MAX_PTO_PERIOD)  # probes keep coming 4 times a second
+    assert 1 << MAX_PTO_BACKOFF > MAX_PTO_PERIOD / base  # the count cap never bites first here
 
 
 def test_pto_counts_from_the_last_ack_eliciting_packet_sent() -> None:

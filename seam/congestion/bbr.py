@@ -51,6 +51,7 @@ import enum
 import math
 import random
 from collections import deque
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from seam.congestion.base import CongestionController, register
@@ -216,6 +217,9 @@ class BBR(CongestionController):
         self._delivered = 0  # C.delivered after the last ACK
         self._bytes_in_flight = 0
         self._lost = 0  # bytes declared lost; in step with LossRecovery.lost_bytes (every loss reaches us)
+        self._outage_lost = 0  # self._lost when the last outage ended: losses up to it are not congestion
+        self._longterm_before_losses = INFINITY  # inflight_longterm before the last batch of losses
+        self._prior_cwnd = 0  # BBR.prior_cwnd: the window an outage collapsed, restored once it is over
         self._cwnd_limited_this_round = False
         self._cwnd_limited_last_round = False
         # Startup exit on loss (section 5.3.1.3): this round's and the finished round's figures
@@ -271,6 +275,7 @@ class BBR(CongestionController):
 
     def on_packets_lost(self, packets: list[SentPacket], now: float, rtt: RttEstimator) -> None:
         """BBRUpdateOnLoss for each lost packet (section 5.5.10.2)."""
+        self._longterm_before_losses = self.inflight_longterm
         for packet in packets:
             size = packet.size
             self._lost += size
@@ -293,11 +298,39 @@ class BBR(CongestionController):
                 self._handle_inflight_too_high(inflight_prev + lost_prefix, packet.is_app_limited, now)
 
     def on_persistent_congestion(self, now: float) -> None:
-        """BBROnEnterRTO's collapse (section 5.6.4.4), to BBR's minimum window, without the save."""
+        """An outage: collapse to BBR's minimum window (BBROnEnterRTO, section 5.6.4.4), but keep
+        the model.
+
+        Every packet over more than three PTOs was lost and nothing was acknowledged:
+        the path was down, which says nothing about its rate or the queue it can
+        take. So the batch's losses are taken back out of the model (the long-term
+        inflight bound as it was before them, no short-term bounds, no loss in this
+        round, and rate samples of packets sent before now ignore them). The window
+        then grows back by what each ACK delivers, to the model's BDP within a few
+        round trips, and back to the window it had (BBRRestoreCwnd) once a packet
+        sent after now is acknowledged: pacing at the model's rate keeps that from
+        becoming a burst. Were the path slower now, the losses of packets sent after
+        the outage still teach the model that as usual. The flight restarts from an
+        empty queue, as after idle, so its first RTT sample refreshes ProbeRTT's
+        (``idle_restart``) instead of an overdue ProbeRTT halving the window just as
+        the path comes back.
+        """
+        self._prior_cwnd = max(self._prior_cwnd, self.congestion_window)
+        self.idle_restart = True
+        self.inflight_longterm = self._longterm_before_losses
+        self._reset_short_term_model()
+        self._loss_in_round = False
+        self._round_lost = self._round_loss_events = 0
+        self._outage_lost = self._lost
         self.congestion_window = self.min_pipe_cwnd
 
     def on_rate_sample(self, sample: RateSample, now: float, rtt: RttEstimator) -> None:
         """BBRUpdateOnACK (section 5.2.3): update the model and state, then the controls."""
+        if self._lost - sample.lost < self._outage_lost:  # sent before an outage's losses were counted
+            sample = replace(sample, lost=self._lost - self._outage_lost)
+        elif self._prior_cwnd:  # sent after the outage, and delivered: it is over
+            self.congestion_window = max(self.congestion_window, self._prior_cwnd)
+            self._prior_cwnd = 0
         self._delivered = sample.delivered_total
         self._bytes_in_flight = sample.bytes_in_flight
         if self._min_rtt_stamp is None:
