@@ -104,8 +104,7 @@ class Admission:
         held = entry[1]
         if held.total != frag.total_len:
             self._drop("handshake-fragment-mismatch")
-            return None
-        message = held.add(frag.offset, frag.data)
+        message = held.add(frag)
         if message is None:
             return None
         del self._pending[key]

@@ -82,6 +82,7 @@ logger = logging.getLogger("seam.connection")
 
 HANDSHAKE_RETRANSMIT_INITIAL = 0.5  # seconds, doubled per retry, docs/protocol.md section 2
 HANDSHAKE_RETRANSMIT_MAX = 2.0  # seconds
+MAX_MSG1_ANSWERS = 3  # server: differing msg1s (damaged copies) answered and kept per connection
 MAX_TRACKED_RANGES = 64  # received-packet ranges kept for ACK frames
 MAX_ACK_RANGES_SENT = 32
 ACK_ELICITING_THRESHOLD = 2  # RFC 9000 13.2.2: ack at least every second ack-eliciting packet
@@ -136,17 +137,40 @@ class _StreamState:
         self.peer_max_data = config.stream_receive_window  # both ends use the same initial window
 
 
+@dataclass(slots=True)
+class _Msg1Answer:
+    """Server: one msg1 we answered, its handshake state and its msg2 flight."""
+
+    message1: bytes
+    handshake: ServerHandshake
+    flight: list[bytes]
+
+
 class _Reassembly:
     """Reassembles one handshake message from fragments, bounded by its declared length."""
 
     __slots__ = ("buffer", "have", "total")
 
     def __init__(self, total: int) -> None:
+        self._start(total)
+
+    def _start(self, total: int) -> None:
         self.total = total
         self.buffer = bytearray(total)
         self.have = RangeSet()
 
-    def add(self, offset: int, data: bytes) -> bytes | None:
+    def add(self, frag: pk.HandshakeFragment) -> bytes | None:
+        """Take one fragment; the whole message once every byte is in.
+
+        A fragment declaring another length starts the message over (callers count
+        it): fragments carry no authentication, so one of the two was damaged in
+        flight, and holding on to the first would refuse every later, good, fragment
+        for good. A message put together from a damaged fragment fails the
+        handshake's checks, and the peer's retransmission brings it again.
+        """
+        if frag.total_len != self.total:
+            self._start(frag.total_len)
+        offset, data = frag.offset, frag.data
         self.buffer[offset : offset + len(data)] = data
         self.have.add(offset, offset + len(data))
         if len(self.have) == 1 and self.have.bounds() == (0, self.total):
@@ -185,14 +209,14 @@ class Connection:
         # handshake
         self._cookie = b""
         self._client_hs: ClientHandshake | None = None
-        self._server_hs: ServerHandshake | None = None
+        self._answers: list[_Msg1Answer] = []  # server: the msg1s answered so far, newest last
         self._hs_flight: list[bytes] = []
         self._hs_retransmit_at: float | None = None
         self._hs_backoff = HANDSHAKE_RETRANSMIT_INITIAL
         self._hs_deadline = now + config.handshake_timeout
         self._hs_reassembly: dict[int, _Reassembly] = {}
-        self._msg2_flight: list[bytes] = []
         self._awaiting_server_data = False
+        self._msg2_progress = False  # client: a msg2 fragment arrived since the last retransmission
         self.peer_x25519: bytes | None = None
         self.handshake_hash: bytes | None = None
 
@@ -334,13 +358,7 @@ class Connection:
             now=now,
             rng=rng,
         )
-        hs = ServerHandshake(identity, prologue=conn._prologue())
-        hs.read_message1(message1)
-        body = hs.write_message2()
-        conn._server_hs = hs
-        conn._msg1 = message1
-        conn._msg2_flight = pk.encode_handshake_message(remote_cid, local_cid, b"", 2, body)
-        conn._out.extend((d, peer_address) for d in conn._msg2_flight)
+        conn._answer_msg1(message1)
         return conn
 
     _server_keys: PublicKeys
@@ -546,13 +564,13 @@ class Connection:
         self._hs_retransmit_at = now  # send msg1 at once
 
     def _msg1_unanswered(self) -> bool:
-        """Client: msg1 sent, and not one fragment of msg2 back yet."""
-        return (
-            self.is_client
-            and self.state is State.HANDSHAKE
-            and self._tx is None
-            and 2 not in self._hs_reassembly
-        )
+        """Client: msg1 sent, and no msg2 accepted yet.
+
+        Fragments of a msg2 may have come and stopped (a reply to an earlier msg1,
+        or the rest lost); they do not count, or a damaged cookie would never be
+        replaced (the relay drops every msg1 that carries it).
+        """
+        return self.is_client and self.state is State.HANDSHAKE and self._tx is None
 
     def _reassemble(self, frag: pk.HandshakeFragment) -> bytes | None:
         held = self._hs_reassembly.get(frag.message)
@@ -560,8 +578,7 @@ class Connection:
             held = self._hs_reassembly[frag.message] = _Reassembly(frag.total_len)
         elif held.total != frag.total_len:
             self.count_drop("handshake-fragment-mismatch")
-            return None
-        return held.add(frag.offset, frag.data)
+        return held.add(frag)
 
     def _receive_handshake(self, frag: pk.HandshakeFragment, addr: Address, now: float) -> None:
         if frag.dcid != self.local_cid:
@@ -572,6 +589,7 @@ class Connection:
                 self.count_drop("unexpected-handshake")
                 return
             message = self._reassemble(frag)
+            self._msg2_progress = True  # a reply is coming: keep the cookie for now
             if message is None:
                 return
             del self._hs_reassembly[2]
@@ -595,7 +613,7 @@ class Connection:
             return
         # server
         if frag.message == 1:
-            if self.state is State.HANDSHAKE and self._server_hs is not None:
+            if self.state is State.HANDSHAKE and self._answers:
                 message = self._reassemble(frag)
                 if message is not None:
                     del self._hs_reassembly[1]
@@ -609,16 +627,19 @@ class Connection:
             self._handshake_done_pending = True
             return
         message = self._reassemble(frag)
-        if message is None or self._server_hs is None:
+        if message is None or not self._answers:
             return
         del self._hs_reassembly[3]
-        try:
-            result = self._server_hs.read_message3(message)
-        except HandshakeError:
-            self.count_drop("handshake-rejected")  # rolled back; the client repeats msg3
+        for answer in reversed(self._answers):  # the newest msg1 is the likeliest to be the client's
+            try:
+                result = answer.handshake.read_message3(message)
+                break
+            except HandshakeError:
+                continue  # rolled back
+        else:
+            self.count_drop("handshake-rejected")  # the client repeats msg3
             return
-        self._server_hs = None
-        self._msg2_flight = []
+        self._answers = []
         self._install_keys(result, now)
         self._handshake_done_pending = True
         self._peer_confirmed = True
@@ -626,25 +647,29 @@ class Connection:
     def _repeat_msg1(self, message: bytes) -> None:
         """The client sent msg1 again: it did not hear (or could not use) our msg2.
 
-        If this msg1 differs from the one we answered, ours was damaged in
-        transit (msg1 carries no authentication), so start over from this
-        one; a msg1 that does not parse changes nothing.
+        A msg1 we answered gets the same msg2 again. A different one means one
+        of the two was damaged in transit (msg1 carries no authentication, and
+        damage can leave it well-formed), and we cannot tell which: answer this
+        one too, and keep both, so whichever the client really sent completes
+        with its msg3 (up to ``MAX_MSG1_ANSWERS``; a msg1 that does not parse
+        changes nothing).
         """
-        if message != self._msg1:
-            hs = ServerHandshake(self.identity, prologue=self._prologue())
-            try:
-                hs.read_message1(message)
-            except HandshakeError:
-                self.count_drop("handshake-rejected")
+        for answer in self._answers:
+            if answer.message1 == message:
+                self._out.extend((d, self.peer_address) for d in answer.flight)
                 return
-            self._server_hs = hs
-            self._msg1 = message
-            self._msg2_flight = pk.encode_handshake_message(
-                self.remote_cid, self.local_cid, b"", 2, hs.write_message2()
-            )
-        self._out.extend((d, self.peer_address) for d in self._msg2_flight)
+        try:
+            self._answer_msg1(message)
+        except HandshakeError:
+            self.count_drop("handshake-rejected")
 
-    _msg1 = b""
+    def _answer_msg1(self, message: bytes) -> None:
+        """Read a msg1 and send its msg2 (raises :class:`HandshakeError` if it is invalid)."""
+        hs = ServerHandshake(self.identity, prologue=self._prologue())
+        hs.read_message1(message)
+        flight = pk.encode_handshake_message(self.remote_cid, self.local_cid, b"", 2, hs.write_message2())
+        self._answers = [*self._answers[-(MAX_MSG1_ANSWERS - 1) :], _Msg1Answer(message, hs, flight)]
+        self._out.extend((d, self.peer_address) for d in flight)
 
     def _install_keys(self, result: HandshakeResult, now: float) -> None:
         send, recv = (
@@ -1079,9 +1104,14 @@ class Connection:
             return out
         if self._hs_retransmit_at is not None and now >= self._hs_retransmit_at:
             out.extend((d, self.peer_address) for d in self._hs_flight)
-            if self._msg1_unanswered() and self._hs_backoff >= 2 * HANDSHAKE_RETRANSMIT_INITIAL:
+            if (
+                self._msg1_unanswered()
+                and not self._msg2_progress
+                and self._hs_backoff >= 2 * HANDSHAKE_RETRANSMIT_INITIAL
+            ):
                 # msg1 unanswered twice: perhaps our cookie was damaged. Ask for a fresh one.
                 out.append((pk.encode_hello(self.remote_cid, self.local_cid), self.peer_address))
+            self._msg2_progress = False
             self._hs_retransmit_at = now + self._hs_backoff
             self._hs_backoff = min(self._hs_backoff * 2, HANDSHAKE_RETRANSMIT_MAX)
         if self._tx is None:

@@ -105,6 +105,63 @@ def test_cookie_from_another_address_is_refused() -> None:
     assert pair.admission.dropped["bad-cookie"] == 1
 
 
+def _fragment(towards: str, datagram: bytes, message: int) -> pk.HandshakeFragment | None:
+    if towards != "server" or datagram[0] != pk.PacketType.HANDSHAKE:
+        return None
+    header = pk.parse_header(datagram)
+    return header if isinstance(header, pk.HandshakeFragment) and header.message == message else None
+
+
+def test_a_damaged_but_well_formed_msg1_arriving_after_the_genuine_one_does_not_wedge_the_handshake() -> None:
+    """msg1 is not authenticated, and a copy damaged in flight can still parse. The server
+    answers both and completes with the msg3 of the one the client really sent."""
+    pair = Pair()
+    msg1: list[bytes] = []
+
+    def tap(towards: str, datagram: bytes) -> bytes:
+        frag = _fragment(towards, datagram, 1)
+        if frag is not None and len(msg1) < 2:
+            msg1.append(datagram)
+            if len(msg1) == 2:  # the whole first msg1 (two fragments): a damaged copy follows
+                head = pk.parse_header(msg1[0])
+                assert isinstance(head, pk.HandshakeFragment) and head.offset == 0
+                damaged = bytearray(msg1[0])
+                damaged[len(damaged) - len(head.data)] ^= 0x01  # a bit of the ephemeral X25519 key
+                pair.inject("server", bytes(damaged), delay=0.015)  # the genuine one takes 10 ms
+                pair.inject("server", datagram, delay=0.015)
+        return datagram
+
+    pair.tap = tap
+    pair.handshake()
+    assert len(msg1) == 2
+    assert pair.server is not None and pair.server.handshake_hash == pair.client.handshake_hash
+    assert transfer(pair, {0: b"after the damaged msg1"}) == {0: b"after the damaged msg1"}
+
+
+def test_a_handshake_fragment_with_a_damaged_length_does_not_wedge_reassembly() -> None:
+    """Fragments are not authenticated: one whose total length was damaged must not make the
+    server refuse every good fragment after it."""
+    pair = Pair()
+    injected: list[bytes] = []
+
+    def tap(towards: str, datagram: bytes) -> bytes:
+        frag = _fragment(towards, datagram, 3)
+        if frag is not None and not injected:
+            damaged = bytearray(datagram)
+            at = len(damaged) - len(frag.data) - 4  # total length (u16), then offset (u16)
+            damaged[at : at + 2] = (frag.total_len + 1).to_bytes(2, "big")
+            injected.append(bytes(damaged))
+            pair.inject("server", bytes(damaged))  # arrives before the genuine fragment
+        return datagram
+
+    pair.tap = tap
+    pair.handshake()
+    assert injected
+    assert pair.server is not None
+    assert pair.server.stats().dropped.get("handshake-fragment-mismatch", 0) >= 1
+    assert pair.server.handshake_hash == pair.client.handshake_hash
+
+
 def test_stream_round_trip_and_fin() -> None:
     pair = Pair()
     pair.handshake()
