@@ -37,7 +37,7 @@ async def _drain(stream: seam.SeamStream) -> None:
 
 async def server(args: argparse.Namespace) -> None:
     identity = seam.Identity.generate()
-    config = seam.SeamConfig(congestion=args.congestion, max_datagram_size=args.mds)
+    config = seam.SeamConfig(congestion=args.congestion, max_datagram_size=args.mds, pmtu_ceiling=args.mds)
     async with trio.open_nursery() as nursery:
         listener = await nursery.start(
             lambda task_status: seam.serve(
@@ -57,7 +57,7 @@ def _keys(args: argparse.Namespace) -> seam.PublicKeys:
 
 
 async def bulk(args: argparse.Namespace) -> None:
-    config = seam.SeamConfig(congestion=args.congestion, max_datagram_size=args.mds)
+    config = seam.SeamConfig(congestion=args.congestion, max_datagram_size=args.mds, pmtu_ceiling=args.mds)
     data = os.urandom(1 << 20)
     total = args.size_mb << 20
     async with seam.connect("127.0.0.1", args.port, server_keys=_keys(args), config=config) as conn:

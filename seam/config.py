@@ -20,7 +20,10 @@ class SeamConfig(BaseModel):
 
     cipher: CipherName = "chacha20poly1305"
     congestion: str = "bbr"  # a name from seam.congestion.available(): "cubic", "newreno" or "bbr"
-    max_datagram_size: int = Field(default=1200, ge=1200, le=65000)  # bytes of UDP payload
+    max_datagram_size: int = Field(default=1200, ge=1200, le=65000)  # bytes of UDP payload at the start
+    # Path MTU discovery (seam.pmtud) probes up to this many bytes of UDP payload; at or below
+    # max_datagram_size it is off. 1472 fills a 1500-byte IPv4 packet (1452 for IPv6, found by search).
+    pmtu_ceiling: int = Field(default=1472, ge=1200, le=65000)
     handshake_timeout: float = Field(default=10.0, gt=0, le=300)  # seconds
     idle_timeout: float = Field(default=30.0, gt=0, le=3600)  # seconds without hearing the peer
     keepalive_interval: float = Field(default=10.0, gt=0, le=3600)  # seconds between PINGs when quiet

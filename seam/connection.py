@@ -73,6 +73,7 @@ from seam.events import (
 from seam.handshake import ClientHandshake, HandshakeResult, ServerHandshake
 from seam.identity import Identity, PublicKeys
 from seam.pacing import Pacer, pacing_rate_for
+from seam.pmtud import PathMtuSearch
 from seam.rangeset import RangeSet
 from seam.recovery import LossRecovery, SentPacket
 from seam.stream import FlowControlWindow, ReceiveStream, SendCredit, SendStream
@@ -125,6 +126,8 @@ class ConnectionStats:
     fec_loss_rate: float = 0.0  # our EWMA of raw packet loss (drives fec="auto")
     fec_repair_count: int = 0  # repairs a full block of ours gets now (0: FEC idle)
     packets_spuriously_lost: int = 0  # declared lost, then acknowledged after all (reordering)
+    datagram_size: int = 0  # bytes of UDP payload per full packet now (grows with PMTU discovery)
+    pmtu_search: str = "disabled"  # path MTU discovery: "searching", "complete" or "disabled"
 
 
 class _StreamState:
@@ -204,7 +207,12 @@ class Connection:
         self._events: deque[Event] = deque()
         self._out: list[tuple[bytes, Address]] = []
         self._created = now
+        # Datagram size: starts at max_datagram_size, grows as path MTU discovery allows (seam.pmtud)
+        self._datagram_size = config.max_datagram_size
         self._max_payload = config.max_datagram_size - pk.DATA_HEADER_LEN - pk.AEAD_TAG_LEN
+        self._base_max_payload = self._max_payload
+        self._pmtu = PathMtuSearch(config.max_datagram_size, config.pmtu_ceiling)
+        self._persistent_congestion_seen = 0
 
         # handshake
         self._cookie = b""
@@ -399,6 +407,8 @@ class Connection:
             packets_received=self._packets_received,
             packets_lost=self._recovery.packets_lost,
             packets_spuriously_lost=self._recovery.packets_spuriously_lost,
+            datagram_size=self._datagram_size,
+            pmtu_search=self._pmtu.state.value,
             packets_retransmitted=self._packets_retransmitted,
             streams_open=len(self._streams),
             key_generation=self._tx_generation,
@@ -495,7 +505,8 @@ class Connection:
 
         Independent of the current repair count, so it never changes during a connection.
         """
-        room = self._max_payload if self._fec_policy.mode == "off" else self._fec_max_source
+        base = self._base_max_payload  # not what PMTU discovery found: that may shrink again
+        room = base if self._fec_policy.mode == "off" else fec.max_source_payload(base)
         return room - 1 - varint_size(room)
 
     def close(self, error_code: int = ErrorCode.NO_ERROR, reason: str = "") -> None:
@@ -951,26 +962,42 @@ class Connection:
         # docs/fec.md 5: parked packets this ACK covers were recovered (or only reordered).
         for pn in fec_tx.on_ack_ranges(frame.ranges):
             self._on_packet_acked(self._fec_deferred.pop(pn))
+        acked_probes = 0
         for packet in acked:
             self._on_packet_acked(packet)
             for info in packet.frames:
                 if info[0] == "repair":
                     self._retransmit_deferred(fec_tx.on_repair_resolved(info[1]))
-        self._handle_lost(lost)
-        if acked or lost:
-            fec_tx.on_loss_sample(len(lost), len(acked) + len(lost))
+                elif info[0] == "mtu_probe":
+                    acked_probes += 1
+                    self._on_mtu_probe_fate(info[1], True, now)
+        lost_count = len(lost) - self._handle_lost(lost, now)  # MTU probes are not the path's loss
+        resolved = len(acked) - acked_probes + lost_count
+        if resolved:
+            fec_tx.on_loss_sample(lost_count, resolved)
         if acked:
             self._probes_owed = 0
 
-    def _handle_lost(self, lost: list[SentPacket]) -> None:
-        """Packets loss detection declared lost: retransmit, or park those a FEC block protects."""
+    def _handle_lost(self, lost: list[SentPacket], now: float) -> int:
+        """Packets loss detection declared lost: retransmit, or park those a FEC block protects.
+
+        Returns how many of them were MTU probes (lost to the search, not to the path).
+        """
+        if self._recovery.persistent_congestion_count != self._persistent_congestion_seen:
+            self._persistent_congestion_seen = self._recovery.persistent_congestion_count
+            if self._pmtu.on_black_hole():  # docs/protocol.md 7.5: back to the base size
+                self._set_datagram_size(self._pmtu.current)
         if not lost:
-            return
+            return 0
         fec_tx = self._fec_tx
         retransmit: list[SentPacket] = []
+        probes = 0
         for packet in lost:
             frames = packet.frames
-            if frames and frames[0][0] == "repair":
+            if packet.is_mtu_probe:
+                probes += 1
+                self._on_mtu_probe_fate(frames[0][1], False, now)
+            elif frames and frames[0][0] == "repair":
                 self._retransmit_deferred(fec_tx.on_repair_resolved(frames[0][1]))
             elif frames and fec_tx.defer_loss(packet.packet_number):
                 self._fec_deferred[packet.packet_number] = packet
@@ -979,6 +1006,7 @@ class Connection:
             else:
                 retransmit.append(packet)
         self._on_packets_lost(retransmit)
+        return probes
 
     def _retransmit_deferred(self, packet_numbers: list[int]) -> None:
         """Parked packets the peer could not recover: retransmit their frames now."""
@@ -1161,6 +1189,8 @@ class Connection:
         pacer = self._pacer
         pacer.set_rate(pacing_rate_for(recovery.congestion, recovery.rtt), now)
         self._pace_at = None
+        if self._pmtu.in_flight is None and self.state is State.ESTABLISHED:
+            self._maybe_probe_mtu(out, now)
         max_payload = self._max_payload
         budget_packets = 1024  # bound the work of one call
         while budget_packets > 0:
@@ -1169,10 +1199,10 @@ class Connection:
                 self._fail(ErrorCode.AEAD_LIMIT_REACHED, "packet number space exhausted")
                 return
             room = self._amplification_room()
-            if room < self.config.max_datagram_size:
+            if room < self._datagram_size:
                 return
             probe = self._probes_owed > 0
-            cwnd_open = probe or recovery.can_send(self.config.max_datagram_size)
+            cwnd_open = probe or recovery.can_send(self._datagram_size)
             if cwnd_open and not probe and pacer.rate is not None:
                 pace_at = pacer.next_send_time(now)
                 if pace_at is not None:
@@ -1290,7 +1320,40 @@ class Connection:
         out.append((datagram, self.peer_address))
         self._track_sent(datagram, [("repair", repair.block_id)], probe, now)
 
-    def _track_sent(self, datagram: bytes, frames: list[Any], probe: bool, now: float) -> None:
+    def _maybe_probe_mtu(self, out: list[tuple[bytes, Address]], now: float) -> None:
+        """Send a path MTU probe if the search wants one and the window has room for it.
+
+        PING and PADDING, exactly the size being tried (docs/protocol.md 7.5). It is
+        never retransmitted and never part of a FEC block; its fate only moves the search.
+        """
+        size = self._pmtu.next_probe(now)
+        if size is None or not self._recovery.can_send(size) or self._amplification_room() < size:
+            return
+        padding = size - pk.DATA_HEADER_LEN - pk.AEAD_TAG_LEN - len(pk.PING_BYTES)
+        datagram = self._seal(pk.PING_BYTES + bytes(padding), now)
+        out.append((datagram, self.peer_address))
+        self._pmtu.on_probe_sent(size)
+        self._track_sent(datagram, [("mtu_probe", size)], False, now, is_mtu_probe=True)
+
+    def _set_datagram_size(self, size: int) -> None:
+        """Use ``size``-byte datagrams from the next packet on (PMTU discovery moved)."""
+        self._datagram_size = size
+        self._max_payload = size - pk.DATA_HEADER_LEN - pk.AEAD_TAG_LEN
+        self._fec_max_source = fec.max_source_payload(self._max_payload)
+        self._fec_tx.max_source = min(self._fec_max_source, fec.MAX_SOURCE)
+        self._recovery.congestion.max_datagram_size = size
+        self._pacer.max_datagram_size = size
+
+    def _on_mtu_probe_fate(self, size: int, acked: bool, now: float) -> None:
+        if acked:
+            if self._pmtu.on_probe_acked(size, now):
+                self._set_datagram_size(self._pmtu.current)
+        else:
+            self._pmtu.on_probe_lost(size, now)
+
+    def _track_sent(
+        self, datagram: bytes, frames: list[Any], probe: bool, now: float, *, is_mtu_probe: bool = False
+    ) -> None:
         """Hand an ack-eliciting packet just sealed to the pacer and to loss recovery."""
         if probe:
             self._probes_owed -= 1
@@ -1304,6 +1367,7 @@ class Connection:
                 ack_eliciting=True,
                 in_flight=True,
                 frames=frames,
+                is_mtu_probe=is_mtu_probe,
             ),
             now,
         )
@@ -1413,8 +1477,9 @@ class Connection:
         loss = self._recovery.get_loss_detection_timer()
         if loss is not None and now >= loss:
             lost, probes = self._recovery.on_loss_detection_timeout(now)
-            self._handle_lost(lost)
-            self._fec_tx.on_loss_sample(len(lost), len(lost))
+            real = len(lost) - self._handle_lost(lost, now)
+            if real:
+                self._fec_tx.on_loss_sample(real, real)
             self._probes_owed = max(self._probes_owed, probes)
         if self._path_challenge_deadline is not None and now >= self._path_challenge_deadline:
             if self._path_challenge_attempts < PATH_CHALLENGE_ATTEMPTS:

@@ -72,6 +72,9 @@ class SentPacket:
     ack_eliciting: bool
     in_flight: bool
     frames: list[Any] = field(default_factory=list)  # opaque to recovery: retransmission records
+    # A path MTU probe (seam.pmtud): its loss says the packet was too big, not that the path
+    # is congested, so it reaches neither the controller nor the loss figures.
+    is_mtu_probe: bool = False
     # Delivery state when this packet left (draft-ietf-ccwg-bbr-04 section 4.1.2.1.2), stamped by
     # LossRecovery.on_packet_sent: bytes delivered, the time of that, the send time of the newest
     # packet delivered by then, whether the sender was application-limited, bytes in flight
@@ -172,7 +175,8 @@ class LossRecovery:
         self.delivered = 0  # bytes acknowledged over the connection's lifetime
         self.delivered_time = 0.0  # when ``delivered`` last grew
         self.first_sent_time = 0.0  # send time of the newest packet delivered (or of the first after idle)
-        self.lost_bytes = 0  # bytes declared lost over the connection's lifetime
+        self.lost_bytes = 0  # bytes declared lost over the connection's lifetime (MTU probes aside)
+        self.persistent_congestion_count = 0  # times persistent congestion was declared
         self.app_limited = 0  # ``delivered`` mark ending an application-limited bubble; 0 when none
 
     @property
@@ -301,9 +305,17 @@ class LossRecovery:
         )
 
     def _report_lost(self, lost: list[SentPacket], now: float) -> None:
-        """Tell the controller about a batch of losses, and about persistent congestion if it is one."""
+        """Tell the controller about a batch of losses, and about persistent congestion if it is one.
+
+        Lost MTU probes are left out (RFC 8899 section 3, item 7).
+        """
+        if any(p.is_mtu_probe for p in lost):
+            lost = [p for p in lost if not p.is_mtu_probe]
+            if not lost:
+                return
         self.congestion.on_packets_lost(lost, now, self.rtt)
         if self._in_persistent_congestion(lost):
+            self.persistent_congestion_count += 1
             self.congestion.on_persistent_congestion(now)
 
     def _in_persistent_congestion(self, lost: list[SentPacket]) -> bool:
@@ -387,13 +399,15 @@ class LossRecovery:
         recently_lost = self._recently_lost
         for packet in lost:
             del sent[packet.packet_number]
-            recently_lost[packet.packet_number] = largest - packet.packet_number
-            self.lost_bytes += packet.size
             if packet.in_flight:
                 self.bytes_in_flight -= packet.size
+            if packet.is_mtu_probe:
+                continue  # too big, or lost: neither is reordering nor congestion
+            recently_lost[packet.packet_number] = largest - packet.packet_number
+            self.lost_bytes += packet.size
+            self.packets_lost += 1
         while len(recently_lost) > LOST_MEMORY:
             recently_lost.popitem(last=False)
-        self.packets_lost += len(lost)
         return lost
 
     def forget_lost(self, packet_number: int) -> None:

@@ -52,6 +52,7 @@ class LossyNetwork:
     rate: float | None = None  # bytes/s per direction; None for no bandwidth limit
     queue: int = 256 * 1024  # bytes a direction's drop-tail bottleneck queue holds
     blackouts: list[tuple[float, float]] = field(default_factory=list)  # [start, end) drop all
+    mtu: int | None = None  # bytes of UDP payload; bigger datagrams are dropped (DF set, no ICMP)
     rng: random.Random = field(init=False)
     delivered: int = 0
     dropped: int = 0
@@ -67,7 +68,11 @@ class LossyNetwork:
         once those queued before it have, and is dropped if the queue is full.
         """
         rng = self.rng
-        if any(start <= now < end for start, end in self.blackouts) or rng.random() < self.loss:
+        if (
+            any(start <= now < end for start, end in self.blackouts)
+            or (self.mtu is not None and len(datagram) > self.mtu)
+            or rng.random() < self.loss
+        ):
             self.dropped += 1
             return []
         if self.rate is not None:

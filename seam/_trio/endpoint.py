@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 import trio
 
 from seam import packet as pk
-from seam._trio.udp_batch import BatchSocket, Offload
+from seam._trio.udp_batch import BatchSocket, Offload, set_dont_fragment
 
 if TYPE_CHECKING:
     from seam._trio.connection import SeamConnection
@@ -47,6 +47,7 @@ def open_udp_socket(host: str, port: int) -> socket.socket:
                 sock.setsockopt(socket.SOL_SOCKET, option, SOCKET_BUFFER)
             except OSError:
                 pass
+        set_dont_fragment(sock, family)
         sock.bind(sockaddr)
     except BaseException:
         sock.close()

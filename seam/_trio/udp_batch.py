@@ -62,6 +62,36 @@ class Offload:
     gro: bool
 
 
+# <linux/in.h>, <linux/in6.h>: set DF, and do not let the kernel's path MTU cache shrink
+# our datagrams or fragment them; a datagram above the route's MTU fails with EMSGSIZE.
+IP_MTU_DISCOVER = getattr(socket, "IP_MTU_DISCOVER", 10)
+IPV6_MTU_DISCOVER = getattr(socket, "IPV6_MTU_DISCOVER", 23)
+PMTUDISC_PROBE = 3  # IP_PMTUDISC_PROBE and IPV6_PMTUDISC_PROBE
+
+
+def set_dont_fragment(sock: socket.socket, family: int) -> bool:
+    """Mark the socket's datagrams Don't Fragment, for path MTU discovery (seam.pmtud).
+
+    Without DF a probe bigger than the path would be fragmented on the way and
+    "succeed", and Seam would then send datagrams every one of which costs
+    fragments. Linux only; elsewhere (or if refused) the search still works
+    wherever the network drops what is too big. Returns whether DF is set.
+    """
+    if not sys.platform.startswith("linux"):
+        return False
+    options = [(socket.IPPROTO_IP, IP_MTU_DISCOVER)]
+    if family == socket.AF_INET6:  # IPv6, and IPv4-mapped traffic on a dual-stack socket
+        options = [(socket.IPPROTO_IPV6, IPV6_MTU_DISCOVER), *options]
+    done = False
+    for level, option in options:
+        try:
+            sock.setsockopt(level, option, PMTUDISC_PROBE)
+            done = True
+        except OSError:
+            pass
+    return done
+
+
 def offload_disabled_by_env() -> bool:
     return os.environ.get(DISABLE_ENV, "").strip() not in ("", "0")
 
@@ -200,9 +230,10 @@ class BatchSocket:
         sock = self.sock
         index = start
         count = len(datagrams)
+        singly_until = index  # datagrams before this index go one by one (a group the kernel refused)
         while index < count:
             data, addr = datagrams[index]
-            end = gso_group_end(datagrams, index) if self.gso else index + 1
+            end = gso_group_end(datagrams, index) if self.gso and index >= singly_until else index + 1
             try:
                 if end - index == 1:
                     sock.sendto(data, addr)
@@ -211,6 +242,11 @@ class BatchSocket:
             except BlockingIOError:
                 return index
             except OSError as exc:
+                if end - index > 1 and exc.errno == errno.EMSGSIZE:
+                    # Likely a path MTU probe bigger than the route allows (DF is set): send
+                    # this group one by one, so only what is too big is refused; GSO stays on.
+                    singly_until = end
+                    continue
                 if end - index > 1 and exc.errno in _GSO_REFUSALS:
                     logger.info("UDP GSO refused (%s); sending datagrams one by one", exc)
                     self.gso = False
