@@ -87,6 +87,11 @@ MAX_MSG1_ANSWERS = 3  # server: differing msg1s (damaged copies) answered and ke
 MAX_TRACKED_RANGES = 64  # received-packet ranges kept for ACK frames
 MAX_ACK_RANGES_SENT = 32
 ACK_ELICITING_THRESHOLD = 2  # RFC 9000 13.2.2: ack at least every second ack-eliciting packet
+# ACK decimation (as Google QUIC's): past the first packets, ack every 10th ack-eliciting packet
+# or after a quarter of the minimum RTT, and at once when one arrives out of order.
+ACK_DECIMATION_AFTER = 100  # ack-eliciting packets received before decimating
+ACK_DECIMATION_PACKETS = 10
+ACK_DECIMATION_RTT_FRACTION = 0.25
 MAX_PACKET_NUMBER = (1 << 62) - 1  # docs/protocol.md 6.1: close before nonces could wrap
 PATH_CHALLENGE_ATTEMPTS = 3
 AMPLIFICATION_FACTOR = 3  # RFC 9000 8.1: at most 3x the bytes received on an unvalidated path
@@ -247,6 +252,8 @@ class Connection:
         self._largest_received_time = 0.0
         self._ack_eliciting_unacked = 0
         self._ack_deadline: float | None = None
+        self._ack_eliciting_received = 0
+        self._ack_threshold = ACK_ELICITING_THRESHOLD
 
         # recovery, congestion and pacing
         congestion = create_congestion(config.congestion, max_datagram_size=config.max_datagram_size)
@@ -783,10 +790,25 @@ class Connection:
         self._received.add(pn, pn + 1)
         while len(self._received) > MAX_TRACKED_RANGES:
             self._received.pop_smallest()
-        if ack_eliciting:
-            self._ack_eliciting_unacked += 1
-            if self._ack_deadline is None:
-                self._ack_deadline = now + self.config.max_ack_delay
+        if not ack_eliciting:
+            return
+        self._ack_eliciting_unacked += 1
+        self._ack_eliciting_received += 1
+        if self._ack_eliciting_received >= ACK_DECIMATION_AFTER:
+            self._ack_threshold = ACK_DECIMATION_PACKETS
+        if pn != self._largest_authenticated_pn + 1:
+            self._ack_deadline = now  # out of order (a gap, or a late or rebuilt packet): tell at once
+        elif self._ack_deadline is None:
+            self._ack_deadline = now + self._ack_delay()
+
+    def _ack_delay(self) -> float:
+        """How long an ACK may wait: max_ack_delay, or a quarter of the minimum RTT once decimating."""
+        if self._ack_eliciting_received < ACK_DECIMATION_AFTER:
+            return self.config.max_ack_delay
+        rtt = self._recovery.rtt
+        if not rtt.has_sample:
+            return self.config.max_ack_delay
+        return min(self.config.max_ack_delay, ACK_DECIMATION_RTT_FRACTION * rtt.min_rtt)
 
     def _on_repair_frame(self, pn: int, frame: pk.RepairFrame) -> list[tuple[int, bytes]]:
         """Feed a REPAIR frame from authenticated packet ``pn`` to the decoder (docs/fec.md 3, 7)."""
@@ -1213,7 +1235,7 @@ class Connection:
             infos: list[Any] = []
             size = 0
             ack_eliciting = False
-            ack_due = self._ack_eliciting_unacked >= ACK_ELICITING_THRESHOLD or (
+            ack_due = self._ack_eliciting_unacked >= self._ack_threshold or (
                 self._ack_deadline is not None and now >= self._ack_deadline
             )
             ack = self._ack_frame(now) if (self._ack_eliciting_unacked or ack_due) else None

@@ -39,6 +39,7 @@ ends it, which errs on the side of not collapsing the window.
 
 from __future__ import annotations
 
+from bisect import bisect_left, bisect_right, insort
 from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -170,7 +171,8 @@ class LossRecovery:
         self.packets_spuriously_lost = 0
         self._reordering_changed = 0.0  # when the thresholds last widened or decayed
         # recently lost packet number -> its reordering depth (largest acked - pn) when declared lost
-        self._recently_lost: OrderedDict[int, int] = OrderedDict()
+        self._recently_lost: OrderedDict[int, int] = OrderedDict()  # pn -> reordering depth, oldest first
+        self._lost_numbers: list[int] = []  # the same packet numbers, sorted: found by bisection per ACK
         # delivery-rate estimation (draft-ietf-ccwg-bbr-04 section 4.1.2.1.1)
         self.delivered = 0  # bytes acknowledged over the connection's lifetime
         self.delivered_time = 0.0  # when ``delivered`` last grew
@@ -343,15 +345,17 @@ class LossRecovery:
         Returns whether they widened.
         """
         recently_lost = self._recently_lost
+        numbers = self._lost_numbers
         depth = -1
-        for low, high in ranges:
-            if high - low + 1 <= len(recently_lost):
-                found = [pn for pn in range(low, high + 1) if pn in recently_lost]
-            else:
-                found = [pn for pn in recently_lost if low <= pn <= high]
-            for pn in found:
+        for low, high in ranges:  # O(log n) per range: an ACK repeats up to 32 ranges, most with nothing
+            start = bisect_left(numbers, low)
+            end = bisect_right(numbers, high, start)
+            if start == end:
+                continue
+            for pn in numbers[start:end]:
                 depth = max(depth, recently_lost.pop(pn))
                 self.packets_spuriously_lost += 1
+            del numbers[start:end]
         if depth < 0:
             return False
         self._time_step = min(self._time_step + 1, len(TIME_THRESHOLD_STEPS) - 1)
@@ -404,10 +408,11 @@ class LossRecovery:
             if packet.is_mtu_probe:
                 continue  # too big, or lost: neither is reordering nor congestion
             recently_lost[packet.packet_number] = largest - packet.packet_number
+            insort(self._lost_numbers, packet.packet_number)
             self.lost_bytes += packet.size
             self.packets_lost += 1
         while len(recently_lost) > LOST_MEMORY:
-            recently_lost.popitem(last=False)
+            self._forget_number(recently_lost.popitem(last=False)[0])
         return lost
 
     def forget_lost(self, packet_number: int) -> None:
@@ -416,7 +421,14 @@ class LossRecovery:
         For packets whose loss something else may repair (a FEC block the peer
         can decode): their ACK then means recovered, not spuriously lost.
         """
-        self._recently_lost.pop(packet_number, None)
+        if self._recently_lost.pop(packet_number, None) is not None:
+            self._forget_number(packet_number)
+
+    def _forget_number(self, packet_number: int) -> None:
+        numbers = self._lost_numbers
+        index = bisect_left(numbers, packet_number)
+        if index < len(numbers) and numbers[index] == packet_number:
+            del numbers[index]
 
     def get_loss_detection_timer(self) -> float | None:
         if self._loss_time is not None:

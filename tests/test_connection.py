@@ -169,6 +169,42 @@ def test_stream_round_trip_and_fin() -> None:
     assert got == {0: b"hello world" * 1000}
 
 
+def test_acks_are_decimated_in_bulk_but_sent_at_once_for_a_gap() -> None:
+    """Past the first 100 packets a receiver acks every 10th (or after min_rtt / 4), which
+    cuts the ACKs a bulk transfer costs both ends; a packet out of order is acked at once."""
+    pair = Pair(network=LossyNetwork(delay=0.01))
+    pair.handshake()
+    assert pair.server is not None
+    before_server, before_client = pair.server.stats().packets_sent, pair.client.stats().packets_sent
+    transfer(pair, {0: bytes(3_000_000)})
+    acks = pair.server.stats().packets_sent - before_server
+    data = pair.client.stats().packets_sent - before_client
+    assert data > 2000
+    assert acks < data / 5  # not one per 2 packets any more
+
+    pair.run(lambda: False, max_time=1.0)  # let everything settle
+    dropped: list[bytes] = []
+    server_sent: list[float] = []
+
+    def tap(towards: str, datagram: bytes) -> bytes | None:
+        if towards == "client":
+            server_sent.append(pair.now)
+        elif datagram[0] in (0x20, 0x21) and not dropped:
+            dropped.append(datagram)
+            return None  # the first packet of the next two never arrives
+        return datagram
+
+    pair.tap = tap
+    sid = pair.client.open_stream()
+    pair.client.send_stream_data(sid, bytes(2000))  # two packets
+    sent_at = pair.now
+    pair.run(lambda: bool(server_sent), max_time=1.0)
+    assert dropped
+    # The second packet arrived after a gap at sent_at + 10 ms and was acked then, not after
+    # the decimated ack delay (min_rtt / 4 = 5 ms later).
+    assert server_sent[0] == pytest.approx(sent_at + 0.01)
+
+
 def test_bulk_transfer_over_lossy_network_is_exact() -> None:
     pair = Pair(
         network=LossyNetwork(seed=7, loss=0.05, duplicate=0.02, reorder=0.05, corrupt=0.01, jitter=0.005)

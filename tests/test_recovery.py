@@ -600,3 +600,30 @@ def test_discard_all_forgets_everything_in_flight() -> None:
     assert rec.get_loss_detection_timer() is None
     assert rec.on_ack_received([(0, 2)], 0.0, 1.0) == ([], [])
     assert cc.lost == []
+
+
+@given(
+    lost=st.sets(st.integers(0, 199), max_size=120),
+    acks=st.lists(st.lists(st.tuples(st.integers(0, 199), st.integers(0, 20)), max_size=32), max_size=6),
+)
+def test_late_acks_of_lost_packets_are_each_counted_once_exactly_as_a_naive_scan_would(
+    lost: set[int], acks: list[list[tuple[int, int]]]
+) -> None:
+    """The bisection over remembered lost packets finds what scanning every range would."""
+    rec, _ = make_recovery()
+    for pn in range(200):
+        send(rec, pn, 0.0)
+    send(rec, 200, 1.0)
+    kept = [(pn, pn) for pn in range(200) if pn not in lost] + [(200, 200)]
+    _, declared = rec.on_ack_received(sorted(kept, reverse=True), 0.0, 1.1)  # the rest: lost by time
+    assert sorted(p.packet_number for p in declared) == sorted(lost)
+    remembered = set(lost)
+    expected = 0
+    for ack in acks:
+        ranges = sorted(((low, min(low + span, 200)) for low, span in ack), reverse=True)
+        for low, high in ranges:
+            hit = {pn for pn in remembered if low <= pn <= high}
+            expected += len(hit)
+            remembered -= hit
+        rec.on_ack_received(ranges, 0.0, 1.2)
+    assert rec.packets_spuriously_lost == expected
