@@ -170,7 +170,7 @@ def test_stream_round_trip_and_fin() -> None:
 
 
 def test_acks_are_decimated_in_bulk_but_sent_at_once_for_a_gap() -> None:
-    """Past the first 100 packets a receiver acks every 10th (or after min_rtt / 4), which
+    """Past the first 100 packets a receiver acks every 4th (or after min_rtt / 4), which
     cuts the ACKs a bulk transfer costs both ends; a packet out of order is acked at once."""
     pair = Pair(network=LossyNetwork(delay=0.01))
     pair.handshake()
@@ -180,7 +180,7 @@ def test_acks_are_decimated_in_bulk_but_sent_at_once_for_a_gap() -> None:
     acks = pair.server.stats().packets_sent - before_server
     data = pair.client.stats().packets_sent - before_client
     assert data > 2000
-    assert acks < data / 5  # not one per 2 packets any more
+    assert acks < data / 3  # not one per 2 packets any more
 
     pair.run(lambda: False, max_time=1.0)  # let everything settle
     dropped: list[bytes] = []
