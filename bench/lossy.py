@@ -21,6 +21,16 @@ the time from the end of the blackout until the receiver's 100 ms samples
 reach 90% of the link rate (and 90% of the peer's own rate over the 5 s
 before the blackout) and whether the stream survived (the receiver's count
 matches what the sender sent, no error on either side).
+
+``--mode latency`` (profiles c and d by default) measures what FEC is for
+instead: not throughput but the delay of small messages under loss. The
+sender writes ``--message-size`` bytes ``--rate`` times a second on one
+stream, each stamped with its sequence number and send time; the receiver
+records each message's one-way delay from the application's write to its
+read (both namespaces share CLOCK_MONOTONIC). Peers: TCP (cubic, bbr;
+TCP_NODELAY) and Seam with each ``--seam-cc`` (default bbr with FEC off,
+auto and 10:2). A message later than the base one-way delay plus one RTT
+waited for a retransmission (or behind one: one stream, head-of-line).
 """
 
 from __future__ import annotations
@@ -37,13 +47,14 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from bench.netem.emulator import Child, Impairment, Link, LinkProfile, selftest, terminate_as_interrupt
 
+T = TypeVar("T")
 PY = sys.executable
 SSHD_PORT = 2222  # inside namespace B, which is ours alone
 SSH_LOCAL_PORT = 15001  # ssh -L listens here inside namespace A
@@ -57,6 +68,9 @@ BLACKOUT_AT = 10.0  # seconds into profile (e)'s transfer
 BLACKOUT_FOR = 2.0
 BLACKOUT_AFTER = 8.0  # seconds of clean link after the blackout
 PRE_WINDOW = 5.0  # seconds before the blackout that set a peer's "own" rate
+
+LATENCY_PROFILES = "c,d"
+LATENCY_SEAM_CC = "bbr,bbr+auto,bbr+10:2"  # FEC off, auto, fixed K:M
 
 
 def bdp_bytes(rate_mbit: float, rtt_ms: float) -> int:
@@ -137,6 +151,16 @@ class Bench:
         return [PY, "-m", "bench.netem.peers", kind, role, *extra]
 
     def measure(self, link: Link, profile: Profile, peer: Peer, seconds: float) -> Outcome:
+        return self.with_children(
+            link,
+            lambda start: self._measure(link, profile, peer, seconds, start),
+            lambda error: Outcome(error=error),
+        )
+
+    @staticmethod
+    def with_children(link: Link, body: Callable[[Any], T], failed: Callable[[str], T]) -> T:
+        """Run ``body(start)``, where ``start(ns, argv, name)`` starts a child in a namespace;
+        every child started is stopped afterwards, and a failure becomes ``failed(reason)``."""
         started: list[Child] = []
 
         def start(ns: str, argv: list[str], name: str) -> Child:
@@ -145,9 +169,9 @@ class Bench:
             return child
 
         try:
-            return self._measure(link, profile, peer, seconds, start)
+            return body(start)
         except (TimeoutError, EOFError, RuntimeError, OSError, ValueError) as exc:
-            return Outcome(error=f"{type(exc).__name__}: {exc}")
+            return failed(f"{type(exc).__name__}: {exc}")
         finally:
             for child in reversed(started):
                 link.stop(child)
@@ -314,6 +338,80 @@ class Bench:
         return out
 
 
+@dataclass
+class LatencyOutcome:
+    """One latency run, as the receiver saw it: per-message one-way delays."""
+
+    delays_ms: list[float] = field(default_factory=list)
+    error: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)  # sender's and receiver's counters
+
+
+class LatencyBench(Bench):
+    """Paced small messages instead of a bulk transfer; same namespaces, same peers' plumbing."""
+
+    def measure_latency(self, link: Link, peer: Peer, seconds: float) -> LatencyOutcome:
+        return self.with_children(
+            link,
+            lambda start: self._measure_latency(link, peer, seconds, start),
+            lambda error: LatencyOutcome(error=error),
+        )
+
+    def _measure_latency(self, link: Link, peer: Peer, seconds: float, start: Any) -> LatencyOutcome:
+        limit = str(seconds + EXTRA_TIMEOUT)
+        common = ["--message-size", str(self.args.message_size)]
+        send_args = [*common, "--seconds", str(seconds), "--rate", str(self.args.rate)]
+        if peer.kind == "tcp":
+            receiver = start(
+                link.ns_b,
+                self.peers_cmd("tcp", "lat-recv", "--bind", link.addr_b, "--max-seconds", limit, *common),
+                "recv",
+            )
+            info = receiver.json(READY_TIMEOUT)
+            sender_argv = self.peers_cmd(
+                "tcp", "lat-send", "--host", link.addr_b, "--port", str(info["port"]), "--cc", peer.cc
+            )
+        elif peer.kind == "seam":
+            name, _, fec_spec = peer.cc.partition("+")
+            cc = ["--congestion", name, "--fec", fec_spec.replace(":", ",") or "off"]
+            cc += ["--mds", str(SEAM_DATAGRAM_SIZE)]
+            receiver = start(
+                link.ns_b,
+                self.peers_cmd(
+                    "seam", "lat-recv", "--bind", link.addr_b, "--max-seconds", limit, *cc, *common
+                ),
+                "recv",
+            )
+            info = receiver.json(READY_TIMEOUT)
+            keys = ["--x25519", info["x25519"], "--kem", info["kem"]]
+            sender_argv = self.peers_cmd(
+                "seam", "lat-send", "--host", link.addr_b, "--port", str(info["port"]), *keys, *cc
+            )
+        else:
+            raise ValueError(f"no latency peer for {peer.kind}")
+        sender = start(link.ns_a, [*sender_argv, *send_args], "send")
+        first = sender.json(READY_TIMEOUT)
+        if "started" in first:
+            if peer.kind == "tcp" and first.get("cc") != peer.cc:
+                raise RuntimeError(f"socket uses {first.get('cc')}, not {peer.cc}")
+            sent = sender.json(seconds + EXTRA_TIMEOUT)
+        else:
+            sent = first
+        received = receiver.json(EXTRA_TIMEOUT)
+        errors = [e for e in (sent.get("error"), received.get("error")) if e]
+        if not (sent.get("sent") == sent.get("reply") == received.get("messages")):
+            errors.append(
+                f"count mismatch: sent {sent.get('sent')}, echoed {sent.get('reply')}, "
+                f"received {received.get('messages')}"
+            )
+        if received.get("disorder"):
+            errors.append(f"{received['disorder']} messages out of sequence")
+        skip = {"sent", "reply", "error", "cc", "delays_ms", "messages", "eof"}
+        extra = {k: v for k, v in sent.items() if k not in skip}
+        extra |= {f"recv_{k}": v for k, v in received.items() if k not in skip}
+        return LatencyOutcome(received.get("delays_ms", []), "; ".join(errors) or None, extra)
+
+
 def wait_listening(child: Child, port: int, timeout: float = READY_TIMEOUT) -> None:
     """Wait until ``child`` has a TCP socket listening on ``port`` in its namespace."""
     deadline = time.monotonic() + timeout
@@ -428,6 +526,78 @@ def table(profile: Profile, peers: Sequence[Peer], outcomes: dict[str, list[Outc
     return lines + (["", *notes] if notes else [])
 
 
+def percentile(ordered: Sequence[float], q: float) -> float:
+    """Nearest-rank percentile of an ascending sequence (an observed delay, never interpolated)."""
+    rank = max(1, -(-len(ordered) * q // 100))
+    return ordered[min(len(ordered), int(rank)) - 1]
+
+
+def link_rtt_ms(profile: Profile) -> float:
+    assert profile.link is not None
+    return profile.link.a_to_b.delay_ms + profile.link.b_to_a.delay_ms
+
+
+def latency_table(
+    profile: Profile, peers: Sequence[Peer], outcomes: dict[str, list[LatencyOutcome]]
+) -> list[str]:
+    """Per peer: p50/p90/p99 as the median of the runs' values (each run has its own
+    loss pattern); p99.9, max and the late fraction over all runs' messages pooled,
+    since one run holds too few messages for them."""
+    rtt = link_rtt_ms(profile)
+    late_ms = rtt / 2 + rtt  # the base one-way delay plus one RTT
+    head = [
+        "peer",
+        "p50 ms",
+        "p90 ms",
+        "p99 ms",
+        "p99.9 ms",
+        "max ms",
+        f"> {late_ms:g} ms",
+        "messages",
+        "runs ok",
+        "writer late ms",
+    ]
+    head += ["repairs / msg", "recovered", "retransmitted", "auto on"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    notes = []
+    for peer in peers:
+        runs = outcomes[peer.name]
+        good = [o for o in runs if o.delays_ms]
+        per_run = [sorted(o.delays_ms) for o in good]
+        pooled = sorted(d for o in good for d in o.delays_ms)
+        cells = [peer.name]
+        for q in (50, 90, 99):
+            cells.append(fmt(median_or_none([percentile(r, q) for r in per_run]), 1))
+        if pooled:
+            late = sum(1 for d in pooled if d > late_ms) / len(pooled)
+            cells += [fmt(percentile(pooled, 99.9), 1), fmt(pooled[-1], 1), f"{100 * late:.2f}%"]
+        else:
+            cells += ["n/a"] * 3
+        cells += [
+            f"{len(pooled):,}",
+            f"{sum(1 for o in runs if o.error is None and o.delays_ms)}/{len(runs)}",
+            # Delays run from the write, so a writer held up (full socket buffer, busy CPU) hides time.
+            fmt(max((o.extra.get("late_max_ms", 0.0) for o in good), default=None), 1),
+        ]
+        if peer.kind == "seam":
+            sent = sum(len(o.delays_ms) for o in good)
+            repairs = sum(o.extra.get("fec_repairs_sent", 0) for o in good)
+            auto = median_or_none([o.extra.get("fec_on_fraction") for o in good])
+            cells += [
+                f"{repairs / sent:.2f}" if sent else "n/a",
+                str(sum(o.extra.get("recv_fec_packets_recovered", 0) for o in good)),
+                str(sum(o.extra.get("packets_retransmitted", 0) for o in good)),
+                f"{100 * auto:.0f}%" if "auto" in peer.cc and auto is not None else "",
+            ]
+        else:
+            cells += ["", "", "", ""]
+        lines.append("| " + " | ".join(cells) + " |")
+        for i, o in enumerate(runs):
+            if o.error:
+                notes.append(f"- {peer.name} run {i + 1}: {o.error[:300]}")
+    return lines + (["", *notes] if notes else [])
+
+
 def emulator_summary(stats: dict[str, Any] | None) -> str:
     if not stats:
         return "emulator: none (loopback)"
@@ -488,7 +658,17 @@ def default_seam_controllers() -> list[str]:
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--profiles", default="a,b,c,d,e", help="comma-separated profile letters")
+    parser.add_argument(
+        "--mode",
+        choices=["bulk", "latency"],
+        default="bulk",
+        help="bulk: throughput tables; latency: delay of paced small messages (see above)",
+    )
+    parser.add_argument(
+        "--profiles",
+        default=None,
+        help=f"comma-separated profile letters (default a,b,c,d,e; latency: {LATENCY_PROFILES})",
+    )
     parser.add_argument("--runs", type=int, default=3, help="runs per peer; tables show medians")
     parser.add_argument(
         "--seconds", type=float, default=10.0, help="sending time per transfer (not profile e)"
@@ -508,7 +688,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--json", type=Path, help="also write every run's raw figures and 100 ms samples here"
     )
+    parser.add_argument("--rate", type=float, default=200.0, help="latency: messages per second")
+    parser.add_argument("--message-size", type=int, default=1024, help="latency: bytes per message")
     args = parser.parse_args(argv)
+    if args.profiles is None:
+        args.profiles = LATENCY_PROFILES if args.mode == "latency" else "a,b,c,d,e"
+    if args.message_size < 16:
+        parser.error("--message-size must be at least 16 (sequence number and timestamp)")
     if args.quick:
         args.runs, args.seconds = 1, 5.0
     return args
@@ -522,6 +708,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     unknown = [k for k in keys if k not in PROFILES]
     if unknown:
         sys.exit(f"unknown profiles {unknown}; choose from {','.join(PROFILES)}")
+    if args.mode == "latency":
+        latency_main(args, keys)
+        return
     seam_cc = args.seam_cc.split(",") if args.seam_cc else default_seam_controllers()
     with terminate_as_interrupt(), ssh_keys() as ssh_dir:
         has_bbr = bbr_available()
@@ -557,6 +746,68 @@ def main(argv: Sequence[str] | None = None) -> None:
                 f"profile took {time.monotonic() - began:.0f} s\n"
             )
             print("\n".join(table(profile, peers, outcomes)))
+            print(f"\n{emulator_summary(stats)}", flush=True)
+            raw[key] = {"emulator": stats, "runs": {k: [asdict(o) for o in v] for k, v in outcomes.items()}}
+            if args.json:
+                args.json.write_text(json.dumps(raw))
+
+
+def latency_main(args: argparse.Namespace, keys: Sequence[str]) -> None:
+    """The latency mode's driver: peers interleaved within each run, as in bulk mode."""
+    if any(PROFILES[k].link is None or PROFILES[k].blackout for k in keys):
+        sys.exit("latency mode runs on emulated links without a blackout: profiles b, c, d")
+    seam_cc = (args.seam_cc or LATENCY_SEAM_CC).split(",")
+    with terminate_as_interrupt():
+        has_bbr = bbr_available()
+        peers = [Peer("tcp-cubic", "tcp", "cubic")]
+        peers += [Peer("tcp-bbr", "tcp", "bbr")] if has_bbr else []
+        peers += [Peer(f"seam-{cc}", "seam", cc) for cc in seam_cc]
+        if args.peers:
+            wanted = set(args.peers.split(","))
+            peers = [p for p in peers if p.name in wanted]
+        load = os.getloadavg()
+        print(
+            "\n".join(
+                [
+                    "## Message latency across an emulated link",
+                    "",
+                    f"{os.cpu_count()} cores, load average {load[0]:.2f} / {load[1]:.2f} / {load[2]:.2f} "
+                    f"(1/5/15 min) at start, Linux {platform.release()}, Python {platform.python_version()}",
+                    f"{args.message_size}-byte messages, {args.rate:g} per second on one stream "
+                    f"({args.message_size * args.rate * 8 / 1e6:.2f} Mbit/s of payload), "
+                    f"{args.seconds:g} s per peer and run; TCP with TCP_NODELAY"
+                    + ("" if has_bbr else "; TCP BBR UNAVAILABLE (tcp-bbr row skipped)"),
+                    "Delay: sender's write to receiver's read, one clock (CLOCK_MONOTONIC). "
+                    "p50-p99: median of the runs; p99.9, max, late fraction: all runs' messages. "
+                    "Late: beyond the base one-way delay plus one RTT. Writer late: how far the sender's "
+                    "writes fell behind their schedule (max of runs; delays do not include it). "
+                    "Seam: repair packets sent per "
+                    "message, packets rebuilt by FEC and retransmitted (all runs); "
+                    "'auto on': time FEC auto would protect a block (median of runs).",
+                ]
+            ),
+            flush=True,
+        )
+        if not args.no_calibrate:
+            print(calibration(), flush=True)
+        bench = LatencyBench(args, None)
+        raw: dict[str, Any] = {}
+        for key in keys:
+            profile = PROFILES[key]
+            outcomes: dict[str, list[LatencyOutcome]] = {p.name: [] for p in peers}
+            began = time.monotonic()
+            budget = args.runs * len(peers) * (args.seconds + EXTRA_TIMEOUT + READY_TIMEOUT) + 60
+            with Link(profile.link, max_seconds=budget, seed=args.seed) as link:
+                for _ in range(args.runs):
+                    for peer in peers:
+                        outcomes[peer.name].append(bench.measure_latency(link, peer, args.seconds))
+                stats = link.stats()
+            print(f"\n### {profile.title}\n")
+            print(
+                f"{args.runs} run(s) per peer; profile took {time.monotonic() - began:.0f} s; "
+                f"load average {os.getloadavg()[0]:.2f} at its end\n"
+            )
+            print("\n".join(latency_table(profile, peers, outcomes)))
             print(f"\n{emulator_summary(stats)}", flush=True)
             raw[key] = {"emulator": stats, "runs": {k: [asdict(o) for o in v] for k, v in outcomes.items()}}
             if args.json:

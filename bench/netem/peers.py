@@ -14,6 +14,15 @@ A sender connects, prints ``{"started": t}`` once the stream is open, sends
 for ``--seconds``, sends EOF, waits for the receiver's count and prints its
 result: bytes sent, the count echoed, CPU seconds, error.
 
+Latency roles (``tcp``/``seam`` with ``lat-send``/``lat-recv``): the sender
+writes ``--message-size``-byte messages at ``--rate`` per second on one
+stream (TCP with TCP_NODELAY), each starting with its sequence number and its
+``time.monotonic()`` just before the write; the receiver notes, per message,
+the delay from that stamp to the read that completed it (one clock: both
+namespaces share the host's CLOCK_MONOTONIC), and answers the message count
+after EOF. It is interactive traffic, far below the link's rate, so a delay
+is propagation plus whatever loss recovery (retransmission or FEC) adds.
+
 bench/seam_peer.py and bench/aioquic_peer.py bind and dial 127.0.0.1 and time
 a fixed size at the sender, so across two namespaces these endpoints stand in
 for them; the aioquic certificate and client settings are imported from
@@ -28,6 +37,7 @@ import json
 import os
 import resource
 import socket
+import struct
 import time
 from typing import Any
 
@@ -44,6 +54,52 @@ def cpu_seconds() -> float:
 
 def emit(obj: dict[str, Any]) -> None:
     print(json.dumps(obj), flush=True)
+
+
+def accept_one(args: argparse.Namespace) -> socket.socket | None:
+    """Listen, announce the port, and accept the sender's one connection (None if none came)."""
+    with socket.create_server((args.bind, 0)) as server:
+        emit({"port": server.getsockname()[1]})
+        server.settimeout(args.max_seconds)
+        try:
+            conn, _ = server.accept()
+        except TimeoutError:
+            return None
+    return conn
+
+
+def seam_config(args: argparse.Namespace) -> Any:
+    """Seam as the product runs it: 1200-byte packets at first, grown by path MTU
+    discovery up to ``--mds`` (the links' MTU; profile (a) caps it there too)."""
+    import seam
+
+    return seam.SeamConfig(congestion=args.congestion, pmtu_ceiling=args.mds, fec=args.fec)
+
+
+def tcp_reply(sock: socket.socket) -> int | None:
+    """The receiver's 8-byte count after our EOF; None if it never came whole."""
+    sock.settimeout(REPLY_TIMEOUT)
+    raw = b""
+    while len(raw) < 8:
+        part = sock.recv(8 - len(raw))
+        if not part:
+            break
+        raw += part
+    return int.from_bytes(raw, "big") if len(raw) == 8 else None
+
+
+async def seam_reply(stream: Any) -> int | None:
+    """:func:`tcp_reply` for a Seam stream."""
+    import trio
+
+    raw = b""
+    with trio.move_on_after(REPLY_TIMEOUT):
+        while len(raw) < 8:
+            part = await stream.receive_some(8 - len(raw))
+            if not part:
+                break
+            raw += part
+    return int.from_bytes(raw, "big") if len(raw) == 8 else None
 
 
 class Meter:
@@ -88,6 +144,235 @@ class Meter:
         }
 
 
+# ------------------------------------------------------------ latency messages
+
+MESSAGE_HEADER = struct.Struct("!Qd")  # sequence number, sender's time.monotonic() at the write
+
+
+class Schedule:
+    """Send times ``started + i / rate`` for ``seconds``: a steady rate that does not
+    drift when one write is late, and a record of how late the sender itself ran
+    (a busy CPU, not the network, if large)."""
+
+    def __init__(self, started: float, rate: float, seconds: float) -> None:
+        self.started = started
+        self.interval = 1.0 / rate
+        self.count = int(seconds * rate)
+        self.late_max = 0.0
+
+    def due(self, i: int) -> float:
+        return self.started + i * self.interval
+
+    def stamp(self, i: int, size: int) -> bytes:
+        """Message ``i``, stamped now; notes how far behind its slot the write is."""
+        now = time.monotonic()
+        self.late_max = max(self.late_max, now - self.due(i))
+        return MESSAGE_HEADER.pack(i, now).ljust(size, b"\0")
+
+
+class Delays:
+    """Receiver side: reassemble fixed-size messages from a byte stream and record
+    each one's delay from its stamp to the read that completed it."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.buf = bytearray()
+        self.delays_ms: list[float] = []
+        self.disorder = 0  # messages whose sequence number was not the next one (a stream bug if > 0)
+        self.eof = False
+        self.error: str | None = None
+        self._cpu0 = cpu_seconds()
+
+    def feed(self, data: bytes) -> None:
+        now = time.monotonic()
+        buf = self.buf
+        buf += data
+        size = self.size
+        whole = len(buf) - len(buf) % size
+        for offset in range(0, whole, size):
+            seq, sent = MESSAGE_HEADER.unpack_from(buf, offset)
+            if seq != len(self.delays_ms):
+                self.disorder += 1
+            self.delays_ms.append(round((now - sent) * 1000, 3))
+        del buf[:whole]
+
+    def result(self) -> dict[str, Any]:
+        return {
+            "messages": len(self.delays_ms),
+            "delays_ms": self.delays_ms,
+            "disorder": self.disorder,
+            "partial": len(self.buf),
+            "eof": self.eof,
+            "error": self.error,
+            "cpu": cpu_seconds() - self._cpu0,
+        }
+
+
+def tcp_lat_recv(args: argparse.Namespace) -> None:
+    delays = Delays(args.message_size)
+    deadline = time.monotonic() + args.max_seconds
+    conn = accept_one(args)
+    if conn is None:
+        delays.error = "no connection"
+        emit(delays.result())
+        return
+    with conn:
+        conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        conn.settimeout(TICK)
+        try:
+            while time.monotonic() < deadline:
+                try:
+                    data = conn.recv(1 << 16)
+                except TimeoutError:
+                    continue
+                if not data:
+                    delays.eof = True
+                    break
+                delays.feed(data)
+            if delays.eof:
+                conn.settimeout(10)
+                conn.sendall(len(delays.delays_ms).to_bytes(8, "big"))
+                conn.shutdown(socket.SHUT_WR)
+                conn.recv(1)
+        except OSError as exc:
+            delays.error = _describe(exc)
+    emit(delays.result())
+
+
+def tcp_lat_send(args: argparse.Namespace) -> None:
+    out: dict[str, Any] = {"sent": 0, "reply": None, "error": None, "cc": None}
+    cpu0 = cpu_seconds()
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            if args.cc:
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_CONGESTION, args.cc.encode())
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            sock.settimeout(30)
+            sock.connect((args.host, args.port))
+            cc = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_CONGESTION, 16).rstrip(b"\0").decode()
+            out["cc"] = cc
+            sock.settimeout(None)
+            schedule = Schedule(time.monotonic(), args.rate, args.seconds)
+            emit({"started": schedule.started, "cc": cc})
+            for i in range(schedule.count):
+                time.sleep(max(0.0, schedule.due(i) - time.monotonic()))
+                sock.sendall(schedule.stamp(i, args.message_size))
+                out["sent"] += 1
+            out["late_max_ms"] = round(schedule.late_max * 1000, 2)
+            sock.shutdown(socket.SHUT_WR)
+            out["reply"] = tcp_reply(sock)
+    except OSError as exc:
+        out["error"] = _describe(exc)
+    out["cpu"] = cpu_seconds() - cpu0
+    emit(out)
+
+
+def seam_lat_recv(args: argparse.Namespace) -> None:
+    import trio
+
+    import seam
+
+    delays = Delays(args.message_size)
+    identity = seam.Identity.generate()
+    config = seam_config(args)
+    fec: dict[str, Any] = {}
+
+    async def handler(conn: seam.SeamConnection) -> None:
+        try:
+            stream = await conn.accept_stream()
+            while chunk := await stream.receive_some(1 << 16):
+                delays.feed(chunk)
+            delays.eof = True
+            stats = conn.stats()
+            fec["fec_repairs_received"] = stats.fec_repairs_received
+            fec["fec_packets_recovered"] = stats.fec_packets_recovered
+            await stream.send_all(len(delays.delays_ms).to_bytes(8, "big"))
+            await stream.send_eof()
+            with trio.move_on_after(10):
+                await conn.wait_closed()
+        except Exception as exc:
+            delays.error = _describe(exc)
+        finally:
+            done.set()
+
+    async def run() -> None:
+        async with trio.open_nursery() as nursery:
+            listener = await nursery.start(
+                lambda task_status: seam.serve(
+                    handler, args.bind, 0, identity=identity, config=config, task_status=task_status
+                )
+            )
+            emit(
+                {"port": listener.port, "x25519": identity.public.x25519_hex, "kem": identity.public.kem_hex}
+            )
+            with trio.move_on_after(args.max_seconds):
+                await done.wait()
+            nursery.cancel_scope.cancel()
+
+    done = trio.Event()
+    trio.run(run)
+    emit(delays.result() | fec)
+
+
+def seam_lat_send(args: argparse.Namespace) -> None:
+    import trio
+
+    import seam
+
+    out: dict[str, Any] = {"sent": 0, "reply": None, "error": None}
+    cpu0 = cpu_seconds()
+
+    async def run() -> None:
+        config = seam_config(args)
+        keys = seam.PublicKeys.from_hex(args.x25519, args.kem)
+        async with seam.connect(args.host, args.port, server_keys=keys, config=config) as conn:
+            stream = await conn.open_stream()
+            schedule = Schedule(time.monotonic(), args.rate, args.seconds)
+            emit({"started": schedule.started})
+            fec_on = 0  # 100 ms samples in which "auto" would protect a block (repair_count > 0)
+            samples = 0
+            window: list[tuple[float, int, int]] = []  # (s since start, cwnd, bytes in flight): stalls
+
+            async def watch() -> None:
+                nonlocal fec_on, samples
+                while True:
+                    await trio.sleep(TICK)
+                    samples += 1
+                    stats = conn.stats()
+                    fec_on += stats.fec_repair_count > 0
+                    elapsed = round(time.monotonic() - schedule.started, 2)
+                    window.append((elapsed, stats.congestion_window, stats.bytes_in_flight))
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(watch)
+                for i in range(schedule.count):
+                    # trio's clock is not time.monotonic() (it adds a random offset): sleep a duration.
+                    await trio.sleep(max(0.0, schedule.due(i) - time.monotonic()))
+                    await stream.send_all(schedule.stamp(i, args.message_size))
+                    out["sent"] += 1
+                nursery.cancel_scope.cancel()
+            out["late_max_ms"] = round(schedule.late_max * 1000, 2)
+            out["fec_on_fraction"] = round(fec_on / samples, 3) if samples else None
+            out["window"] = window
+            await stream.send_eof()
+            out["reply"] = await seam_reply(stream)
+            stats = conn.stats()
+            out["packets_sent"] = stats.packets_sent
+            out["packets_lost"] = stats.packets_lost
+            out["packets_retransmitted"] = stats.packets_retransmitted
+            out["fec_repairs_sent"] = stats.fec_repairs_sent
+            out["fec_retransmissions_avoided"] = stats.fec_retransmissions_avoided
+            out["fec_loss_rate"] = round(stats.fec_loss_rate, 5)
+            out["srtt_ms"] = round(stats.smoothed_rtt * 1000, 2)
+
+    try:
+        trio.run(run)
+    except Exception as exc:
+        out["error"] = _describe(exc)
+    out["cpu"] = cpu_seconds() - cpu0
+    emit(out)
+
+
 def _describe(exc: BaseException) -> str:
     if isinstance(exc, BaseExceptionGroup):
         return "; ".join(_describe(e) for e in exc.exceptions)
@@ -100,15 +385,11 @@ def _describe(exc: BaseException) -> str:
 def tcp_recv(args: argparse.Namespace) -> None:
     meter = Meter()
     deadline = time.monotonic() + args.max_seconds
-    with socket.create_server((args.bind, 0)) as server:
-        emit({"port": server.getsockname()[1]})
-        server.settimeout(args.max_seconds)
-        try:
-            conn, _ = server.accept()
-        except TimeoutError:
-            meter.error = "no connection"
-            emit(meter.result())
-            return
+    conn = accept_one(args)
+    if conn is None:
+        meter.error = "no connection"
+        emit(meter.result())
+        return
     with conn:
         conn.settimeout(TICK)
         buf = bytearray(1 << 20)
@@ -156,14 +437,7 @@ def tcp_send(args: argparse.Namespace) -> None:
                 sock.sendall(data)
                 sent += len(data)
             sock.shutdown(socket.SHUT_WR)
-            sock.settimeout(REPLY_TIMEOUT)
-            raw = b""
-            while len(raw) < 8:
-                part = sock.recv(8 - len(raw))
-                if not part:
-                    break
-                raw += part
-            reply = int.from_bytes(raw, "big") if len(raw) == 8 else None
+            reply = tcp_reply(sock)
     except OSError as exc:
         error = _describe(exc)
     emit({"sent": sent, "reply": reply, "error": error, "cpu": cpu_seconds() - cpu0, "cc": cc})
@@ -195,7 +469,7 @@ def seam_recv(args: argparse.Namespace) -> None:
 
     meter = Meter()
     identity = seam.Identity.generate()
-    config = seam.SeamConfig(congestion=args.congestion, max_datagram_size=args.mds, fec=args.fec)
+    config = seam_config(args)
 
     async def handler(conn: seam.SeamConnection) -> None:
         try:
@@ -246,7 +520,7 @@ def seam_send(args: argparse.Namespace) -> None:
     cpu0 = cpu_seconds()
 
     async def run() -> None:
-        config = seam.SeamConfig(congestion=args.congestion, max_datagram_size=args.mds, fec=args.fec)
+        config = seam_config(args)
         keys = seam.PublicKeys.from_hex(args.x25519, args.kem)
         data = os.urandom(CHUNK)
         async with seam.connect(args.host, args.port, server_keys=keys, config=config) as conn:
@@ -258,18 +532,12 @@ def seam_send(args: argparse.Namespace) -> None:
                 await stream.send_all(data)
                 out["sent"] += len(data)
             await stream.send_eof()
-            raw = b""
-            with trio.move_on_after(REPLY_TIMEOUT):
-                while len(raw) < 8:
-                    part = await stream.receive_some(8 - len(raw))
-                    if not part:
-                        break
-                    raw += part
-            out["reply"] = int.from_bytes(raw, "big") if len(raw) == 8 else None
+            out["reply"] = await seam_reply(stream)
             stats = conn.stats()
             out["packets_lost"] = stats.packets_lost
             out["packets_retransmitted"] = stats.packets_retransmitted
             out["srtt_ms"] = round(stats.smoothed_rtt * 1000, 2)
+            out["datagram_size"] = stats.datagram_size
 
     try:
         trio.run(run)
@@ -442,6 +710,10 @@ ROLES = {
     ("seam", "send"): seam_send,
     ("aioquic", "recv"): aioquic_recv,
     ("aioquic", "send"): aioquic_send,
+    ("tcp", "lat-recv"): tcp_lat_recv,
+    ("tcp", "lat-send"): tcp_lat_send,
+    ("seam", "lat-recv"): seam_lat_recv,
+    ("seam", "lat-send"): seam_lat_send,
     ("flood", "recv"): flood_recv,
     ("flood", "send"): flood_send,
 }
@@ -450,7 +722,7 @@ ROLES = {
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("kind", choices=["tcp", "seam", "aioquic", "flood"])
-    parser.add_argument("role", choices=["recv", "send", "fdpass"])
+    parser.add_argument("role", choices=["recv", "send", "fdpass", "lat-recv", "lat-send"])
     parser.add_argument("--bind", default="127.0.0.1")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int)
@@ -463,6 +735,10 @@ def main() -> None:
     parser.add_argument("--x25519")
     parser.add_argument("--kem")
     parser.add_argument("--size", type=int, default=64, help="flood: payload bytes")
+    parser.add_argument("--rate", type=float, default=200.0, help="lat-send: messages per second")
+    parser.add_argument(
+        "--message-size", type=int, default=1024, help="lat-send/lat-recv: bytes per message (>= 16)"
+    )
     args = parser.parse_args()
     ROLES[args.kind, args.role](args)
 
