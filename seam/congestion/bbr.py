@@ -297,6 +297,9 @@ class BBR(CongestionController):
                 lost_prefix = (LOSS_THRESH * inflight_prev - lost_prev) / (1 - LOSS_THRESH)
                 self._handle_inflight_too_high(inflight_prev + lost_prefix, packet.is_app_limited, now)
 
+    def on_ecn_ce(self, ce_marks: int, sent_time: float, now: float) -> None:
+        """Nothing here: BBR reads CE marks from the rate sample that follows (``on_rate_sample``)."""
+
     def on_persistent_congestion(self, now: float) -> None:
         """An outage: collapse to BBR's minimum window (BBROnEnterRTO, section 5.6.4.4), but keep
         the model.
