@@ -193,6 +193,16 @@ def test_initial_pacing_rate_follows_the_initial_window() -> None:
     assert cc.pacing_rate(rec.rtt) == pytest.approx(STARTUP_PACING_GAIN * 12000 / 0.1)
 
 
+def test_a_zero_rtt_sample_does_not_break_the_initial_pacing_rate() -> None:
+    """An ACK in the very instant of the send (found by fuzz/fuzz_frames.py) gives srtt 0."""
+    cc = bbr()
+    rec = LossRecovery(congestion=cc)
+    rec.on_packet_sent(SentPacket(0, 1.0, MDS, ack_eliciting=True, in_flight=True), 1.0)
+    rec.on_ack_received([(0, 0)], 0.0, 1.0)
+    assert rec.rtt.smoothed_rtt == 0.0
+    assert cc.pacing_rate(rec.rtt) == pytest.approx(STARTUP_PACING_GAIN * 12000 / 0.001)
+
+
 # --- delivery-rate estimation ----------------------------------------------------------------------
 
 

@@ -244,8 +244,9 @@ class BBR(CongestionController):
     def pacing_rate(self, rtt: RttEstimator) -> float | None:
         if self._pacing_rate > 0:
             return self._pacing_rate
-        # BBRInitPacingRate (section 5.6.2), until the first rate sample.
-        srtt = rtt.smoothed_rtt if rtt.has_sample else NO_RTT_SRTT
+        # BBRInitPacingRate (section 5.6.2), until the first rate sample. A zero RTT sample (an ACK
+        # in the same instant as the send, only ever forged) counts as no sample.
+        srtt = rtt.smoothed_rtt if rtt.has_sample and rtt.smoothed_rtt > 0 else NO_RTT_SRTT
         return STARTUP_PACING_GAIN * self.initial_cwnd / srtt
 
     @property
