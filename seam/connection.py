@@ -243,6 +243,7 @@ class Connection:
         # acknowledgements
         self._received = RangeSet()
         self._ecn_received = [0, 0, 0, 0]  # authenticated DATA packets per IP ECN codepoint
+        self._ecn_marking = False  # the current batch goes ECT(0) (docs/protocol.md 7.5)
         self._largest_received_time = 0.0
         self._ack_eliciting_unacked = 0
         self._ack_deadline: float | None = None
@@ -433,10 +434,11 @@ class Connection:
 
         One value per connection and batch (docs/protocol.md 7.5): the I/O
         layer reads it right after ``datagrams_to_send`` and sets it on every
-        datagram of that batch. It changes only inside ``datagrams_to_send``
-        or when validation fails on an incoming ACK.
+        datagram of that batch. ECT(0) only for a batch of DATA packets while
+        validation allows marking: never with a handshake datagram in it, so
+        a path that drops ECT packets cannot stop a handshake.
         """
-        return int(self._recovery.ecn.codepoint)
+        return Codepoint.ECT0 if self._ecn_marking else Codepoint.NOT_ECT
 
     def disable_ecn(self, reason: str = "disabled by the I/O layer") -> None:
         """Never mark our packets ECT: for an I/O layer that cannot set the codepoint.
@@ -1142,6 +1144,7 @@ class Connection:
         """Everything ready to go now, as ``(datagram, address)`` pairs."""
         out = self._out
         self._out = []
+        self._ecn_marking = False
         if self.state is State.CLOSED:
             return out
         if self._hs_retransmit_at is not None and now >= self._hs_retransmit_at:
@@ -1158,7 +1161,9 @@ class Connection:
             self._hs_backoff = min(self._hs_backoff * 2, HANDSHAKE_RETRANSMIT_MAX)
         if self._tx is None:
             return out
-        self._recovery.ecn.begin_flight()
+        ecn = self._recovery.ecn
+        ecn.begin_flight()
+        self._ecn_marking = ecn.marking and not out  # one codepoint per batch, handshakes unmarked
         if self.state is State.CLOSING:
             self._send_close(out, now)
             return out
@@ -1188,7 +1193,7 @@ class Connection:
         if len(payload) < 4:  # keep the AEAD input long enough to be unremarkable
             payload = payload + bytes(4 - len(payload))
         datagram = header + self._tx.seal(pn, header, payload)
-        if self._recovery.ecn.marking:
+        if self._ecn_marking:
             self._recovery.ecn.on_packet_sent()
         self._packets_sent += 1
         self._bytes_sent += len(datagram)
@@ -1349,7 +1354,7 @@ class Connection:
                 ack_eliciting=True,
                 in_flight=True,
                 frames=frames,
-                ecn=self._recovery.ecn.marking,
+                ecn=self._ecn_marking,
             ),
             now,
         )

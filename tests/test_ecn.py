@@ -179,3 +179,25 @@ def test_only_authenticated_new_packets_are_counted() -> None:
     assert after.ecn_ect0_received == before.ecn_ect0_received
     assert after.dropped["replay"] == before.dropped.get("replay", 0) + 1
     assert after.dropped["decrypt-failed"] == before.dropped.get("decrypt-failed", 0) + 1
+
+
+def test_handshake_datagrams_are_never_marked() -> None:
+    """A path that drops ECT packets must not stop a handshake: a batch with one goes Not-ECT."""
+    network = LossyNetwork(seed=5)
+    seen: list[tuple[int, int]] = []  # (packet type, codepoint)
+    impair = network.impair
+
+    def recording_impair(
+        datagram: bytes, now: float, towards: str = "", ecn: int = 0
+    ) -> list[tuple[float, bytes, int]]:
+        seen.append((datagram[0], ecn))
+        return impair(datagram, now, towards, ecn)
+
+    network.impair = recording_impair  # type: ignore[method-assign]
+    pair = Pair(network=network)
+    pair.handshake()
+    data = random.Random(5).randbytes(50_000)
+    assert transfer(pair, {0: data}) == {0: data}
+    handshake = {pk.PacketType.HELLO, pk.PacketType.RETRY, pk.PacketType.HANDSHAKE}
+    assert {ecn for kind, ecn in seen if kind in handshake} == {Codepoint.NOT_ECT}
+    assert any(ecn == Codepoint.ECT0 for kind, ecn in seen if kind not in handshake)
