@@ -48,7 +48,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -604,7 +604,7 @@ def emulator_summary(stats: dict[str, Any] | None) -> str:
     drops: dict[str, int] = {}
     for direction in ("a_to_b", "b_to_a"):
         for key, value in stats[direction].items():
-            if key.startswith("drop_") or key in ("reordered", "write_errors"):
+            if key.startswith("drop_") or key in ("reordered", "write_errors", "ce_marked"):
                 drops[key] = drops.get(key, 0) + value
     kernel = sum(v or 0 for v in stats.get("tun_tx_dropped", {}).values())
     return (
@@ -612,7 +612,8 @@ def emulator_summary(stats: dict[str, Any] | None) -> str:
         f"mean {stats['mean_pps']:,.0f} pkt/s, peak {stats['peak_pps']:,.0f} pkt/s (1 s window); "
         f"busy {stats['busy_s']:.1f} s ({100 * stats['busy_s'] / stats['elapsed_s']:.0f}%), "
         f"i.e. {stats['pps_per_busy_s']:,.0f} pkt per busy second; drops: "
-        + ", ".join(f"{k.removeprefix('drop_')} {v:,}" for k, v in drops.items())
+        + ", ".join(f"{k.removeprefix('drop_')} {v:,}" for k, v in drops.items() if k != "ce_marked")
+        + f"; CE-marked {drops.get('ce_marked', 0):,}"
         + f"; kernel TUN drops (forwarder too slow) {kernel:,}; "
         f"max queue {max(stats['a_to_b']['max_backlog_bytes'], stats['b_to_a']['max_backlog_bytes']):,} B"
     )
@@ -686,6 +687,14 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--no-calibrate", action="store_true", help="skip the emulator's flood self-test")
     parser.add_argument("--seed", type=int, default=1, help="seed of the emulator's loss and reordering")
     parser.add_argument(
+        "--ecn",
+        type=float,
+        default=None,
+        metavar="SHARE",
+        help="the emulator marks ECT packets CE (instead of queueing them towards a drop) once its "
+        "bottleneck queue holds more than SHARE of its bound (each profile's bound is one BDP), e.g. 0.2",
+    )
+    parser.add_argument(
         "--json", type=Path, help="also write every run's raw figures and 100 ms samples here"
     )
     parser.add_argument("--rate", type=float, default=200.0, help="latency: messages per second")
@@ -734,7 +743,8 @@ def main(argv: Sequence[str] | None = None) -> None:
             began = time.monotonic()
             # The forwarder stops by itself once every transfer could have timed out.
             budget = args.runs * len(peers) * (seconds + EXTRA_TIMEOUT + READY_TIMEOUT) + 60
-            with Link(profile.link, max_seconds=budget, seed=args.seed) as link:
+            link_profile = with_ecn_marking(profile.link, args.ecn) if args.ecn is not None else profile.link
+            with Link(link_profile, max_seconds=budget, seed=args.seed) as link:
                 for _ in range(args.runs):
                     for peer in peers:
                         outcomes[peer.name].append(bench.measure(link, profile, peer, seconds))
@@ -812,6 +822,15 @@ def latency_main(args: argparse.Namespace, keys: Sequence[str]) -> None:
             raw[key] = {"emulator": stats, "runs": {k: [asdict(o) for o in v] for k, v in outcomes.items()}}
             if args.json:
                 args.json.write_text(json.dumps(raw))
+
+
+def with_ecn_marking(link: LinkProfile | None, share: float) -> LinkProfile | None:
+    """``link`` whose bottleneck queues mark CE above ``share`` of their bound (docs/protocol.md 7.6)."""
+    if link is None:
+        return None
+    return LinkProfile(
+        *(replace(imp, ecn_mark_bytes=int(share * imp.queue_bytes)) for imp in (link.a_to_b, link.b_to_a))
+    )
 
 
 def header(args: argparse.Namespace, has_bbr: bool, has_ssh: bool, seam_cc: Sequence[str]) -> str:

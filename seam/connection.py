@@ -52,6 +52,7 @@ from seam.buffer import varint_size
 from seam.config import SeamConfig
 from seam.congestion import create as create_congestion
 from seam.crypto import Cipher, PacketProtection, ReplayWindow
+from seam.ecn import Codepoint
 from seam.errors import (
     CryptoError,
     ErrorCode,
@@ -133,6 +134,11 @@ class ConnectionStats:
     packets_spuriously_lost: int = 0  # declared lost, then acknowledged after all (reordering)
     datagram_size: int = 0  # bytes of UDP payload per full packet now (grows with PMTU discovery)
     pmtu_search: str = "disabled"  # path MTU discovery: "searching", "complete" or "disabled"
+    ecn_state: str = ""  # our marking: testing, unknown, capable or failed (docs/protocol.md 7.6)
+    ecn_failure: str = ""  # why it failed, if it did
+    ecn_ce_marks: int = 0  # CE marks the peer reported on our packets (validated ACKs only)
+    ecn_ce_received: int = 0  # CE-marked packets we received from the peer
+    ecn_ect0_received: int = 0  # ECT(0)-marked packets we received from the peer
 
 
 class _StreamState:
@@ -249,6 +255,8 @@ class Connection:
 
         # acknowledgements
         self._received = RangeSet()
+        self._ecn_received = [0, 0, 0, 0]  # authenticated DATA packets per IP ECN codepoint
+        self._ecn_marking = False  # the current batch goes ECT(0) (docs/protocol.md 7.6)
         self._largest_received_time = 0.0
         self._ack_eliciting_unacked = 0
         self._ack_deadline: float | None = None
@@ -427,10 +435,34 @@ class Connection:
             fec_blocks_abandoned=self._fec_rx.blocks_abandoned,
             fec_loss_rate=self._fec_tx.loss_rate,
             fec_repair_count=self._fec_tx.repair_count,
+            ecn_state=self._recovery.ecn.state.value,
+            ecn_failure=self._recovery.ecn.failure,
+            ecn_ce_marks=self._recovery.ecn.ce_marks,
+            ecn_ce_received=self._ecn_received[Codepoint.CE],
+            ecn_ect0_received=self._ecn_received[Codepoint.ECT0],
         )
 
     def count_drop(self, reason: str) -> None:
         self._dropped[reason] = self._dropped.get(reason, 0) + 1
+
+    @property
+    def ecn_codepoint(self) -> int:
+        """The IP ECN codepoint for the datagrams the last ``datagrams_to_send`` returned.
+
+        One value per connection and batch (docs/protocol.md 7.6): the I/O
+        layer reads it right after ``datagrams_to_send`` and sets it on every
+        datagram of that batch. ECT(0) only for a batch of DATA packets while
+        validation allows marking: never with a handshake datagram in it, so
+        a path that drops ECT packets cannot stop a handshake.
+        """
+        return Codepoint.ECT0 if self._ecn_marking else Codepoint.NOT_ECT
+
+    def disable_ecn(self, reason: str = "disabled by the I/O layer") -> None:
+        """Never mark our packets ECT: for an I/O layer that cannot set the codepoint.
+
+        Receiving is unaffected: the codepoints the I/O layer reports are still counted.
+        """
+        self._recovery.ecn.disable(reason)
 
     # streams
 
@@ -531,8 +563,12 @@ class Connection:
 
     # ---------------------------------------------------------------- receive
 
-    def receive_datagram(self, data: bytes, addr: Address, now: float) -> None:
-        """Process one datagram. Never raises: bad input is dropped and counted."""
+    def receive_datagram(self, data: bytes, addr: Address, now: float, *, ecn: int = 0) -> None:
+        """Process one datagram. Never raises: bad input is dropped and counted.
+
+        ``ecn`` is the IP ECN codepoint it arrived with (0, Not-ECT, when the
+        I/O layer cannot tell); only authenticated DATA packets count it.
+        """
         if self.state is State.CLOSED:
             return
         try:
@@ -542,7 +578,7 @@ class Connection:
             return
         try:
             if isinstance(header, pk.DataHeader):
-                self._receive_data(header, data, addr, now)
+                self._receive_data(header, data, addr, now, ecn & 3)
             elif isinstance(header, pk.HandshakeFragment):
                 self._receive_handshake(header, addr, now)
             elif isinstance(header, pk.Retry):
@@ -725,7 +761,7 @@ class Connection:
         except CryptoError:
             return None
 
-    def _receive_data(self, header: pk.DataHeader, data: bytes, addr: Address, now: float) -> None:
+    def _receive_data(self, header: pk.DataHeader, data: bytes, addr: Address, now: float, ecn: int) -> None:
         if header.dcid != self.local_cid:
             self.count_drop("unknown-cid")
             return
@@ -747,6 +783,7 @@ class Connection:
             self._rotate_receive_key(pn, now)
         self._packets_received += 1
         self._bytes_received += len(data)
+        self._ecn_received[ecn] += 1
         self._last_received = now
         if self._awaiting_server_data:
             self._awaiting_server_data = False
@@ -780,10 +817,13 @@ class Connection:
         if pn > self._largest_authenticated_pn:
             self._largest_authenticated_pn = pn
             self._largest_received_time = now
+        # A rebuilt packet's own codepoint is unknown: it takes that of the repair that completed
+        # it, CE read as ECT(0) since its original was lost, not marked (docs/protocol.md 7.6).
+        rebuilt_ecn = Codepoint.ECT0 if ecn == Codepoint.CE else ecn
         for rpn, payload in recovered:
             if self.state is State.CLOSED:
                 return
-            self._receive_recovered(rpn, payload, now)
+            self._receive_recovered(rpn, payload, now, rebuilt_ecn)
 
     def _note_received(self, pn: int, ack_eliciting: bool, now: float) -> None:
         """Record packet ``pn`` for our ACK frames (received, or recovered from repairs)."""
@@ -823,7 +863,7 @@ class Connection:
         except fec.FecError as exc:
             raise RemoteProtocolError(f"bad REPAIR frame: {exc}") from exc
 
-    def _receive_recovered(self, pn: int, payload: bytes, now: float) -> None:
+    def _receive_recovered(self, pn: int, payload: bytes, now: float, ecn: int) -> None:
         """Process a packet rebuilt from repair symbols as if it had arrived (docs/fec.md 7).
 
         Its ACK frames are skipped (stale, and they would skew the RTT); it has
@@ -834,6 +874,7 @@ class Connection:
             self.count_drop("fec-duplicate")
             return
         self._replay.mark(pn)
+        self._ecn_received[ecn] += 1
         try:
             frames = pk.parse_frames(payload)
         except ParseError as exc:
@@ -979,7 +1020,7 @@ class Connection:
         largest = frame.ranges[0][1]
         if largest >= self._next_pn:
             raise RemoteProtocolError("ACK of a packet never sent")
-        acked, lost = self._recovery.on_ack_received(frame.ranges, frame.ack_delay_us / 1e6, now)
+        acked, lost = self._recovery.on_ack_received(frame.ranges, frame.ack_delay_us / 1e6, now, frame.ecn)
         fec_tx = self._fec_tx
         # docs/fec.md 5: parked packets this ACK covers were recovered (or only reordered).
         for pn in fec_tx.on_ack_ranges(frame.ranges):
@@ -1139,6 +1180,9 @@ class Connection:
             if len(ranges) >= MAX_ACK_RANGES_SENT:
                 break
         delay_us = int(max(0.0, now - self._largest_received_time) * 1e6)
+        _, ect1, ect0, ce = self._ecn_received
+        if ect0 or ect1 or ce:  # RFC 9000 13.4.1: ACK_ECN once anything arrived marked
+            return pk.encode_ack(ranges, delay_us, pk.EcnCounts(ect0, ect1, ce))
         return pk.encode_ack(ranges, delay_us)
 
     def _amplification_room(self) -> int:
@@ -1150,6 +1194,7 @@ class Connection:
         """Everything ready to go now, as ``(datagram, address)`` pairs."""
         out = self._out
         self._out = []
+        self._ecn_marking = False
         if self.state is State.CLOSED:
             return out
         if self._hs_retransmit_at is not None and now >= self._hs_retransmit_at:
@@ -1166,6 +1211,9 @@ class Connection:
             self._hs_backoff = min(self._hs_backoff * 2, HANDSHAKE_RETRANSMIT_MAX)
         if self._tx is None:
             return out
+        ecn = self._recovery.ecn
+        ecn.begin_flight()
+        self._ecn_marking = ecn.marking and not out  # one codepoint per batch, handshakes unmarked
         if self.state is State.CLOSING:
             self._send_close(out, now)
             return out
@@ -1195,6 +1243,8 @@ class Connection:
         if len(payload) < 4:  # keep the AEAD input long enough to be unremarkable
             payload = payload + bytes(4 - len(payload))
         datagram = header + self._tx.seal(pn, header, payload)
+        if self._ecn_marking:
+            self._recovery.ecn.on_packet_sent()
         self._packets_sent += 1
         self._bytes_sent += len(datagram)
         return datagram
@@ -1390,6 +1440,7 @@ class Connection:
                 in_flight=True,
                 frames=frames,
                 is_mtu_probe=is_mtu_probe,
+                ecn=self._ecn_marking,
             ),
             now,
         )

@@ -52,6 +52,7 @@ class FrameType(enum.IntEnum):
     CLOSE = 0x0D
     HANDSHAKE_DONE = 0x0E
     REPAIR = 0x0F  # forward error correction, docs/protocol.md 7.3; body owned by seam.fec
+    ACK_ECN = 0x10  # ACK plus cumulative ECN counts, docs/protocol.md 7.6 (QUIC's 0x03, RFC 9000 19.3.2)
 
 
 # --------------------------------------------------------------------- headers
@@ -205,11 +206,24 @@ class PingFrame:
 
 
 @dataclass(frozen=True, slots=True)
+class EcnCounts:
+    """Cumulative counts of DATA packets received with each ECN codepoint (RFC 9000 19.3.2)."""
+
+    ect0: int
+    ect1: int
+    ce: int
+
+
+@dataclass(frozen=True, slots=True)
 class AckFrame:
-    """``ranges`` are inclusive ``(smallest, largest)`` pairs, largest first."""
+    """``ranges`` are inclusive ``(smallest, largest)`` pairs, largest first.
+
+    ``ecn`` is set for an ACK_ECN frame and None for a plain ACK.
+    """
 
     ranges: tuple[tuple[int, int], ...]
     ack_delay_us: int
+    ecn: EcnCounts | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -303,7 +317,7 @@ _PING = PingFrame()
 _HANDSHAKE_DONE = HandshakeDoneFrame()
 
 
-def _parse_ack(reader: Reader) -> AckFrame:
+def _parse_ack(reader: Reader, *, with_ecn: bool) -> AckFrame:
     largest = reader.pull_varint()
     delay = reader.pull_varint()
     count = reader.pull_varint()
@@ -323,6 +337,9 @@ def _parse_ack(reader: Reader) -> AckFrame:
             raise ParseError("ACK range below zero")
         ranges.append((low, high))
         smallest = low
+    if with_ecn:
+        ecn = EcnCounts(reader.pull_varint(), reader.pull_varint(), reader.pull_varint())
+        return AckFrame(tuple(ranges), delay, ecn)
     return AckFrame(tuple(ranges), delay)
 
 
@@ -342,7 +359,9 @@ def parse_frames(payload: bytes) -> list[Frame]:
                 raise ParseError("stream offset overflow")
             append(StreamFrame(stream_id, offset, data, kind == FrameType.STREAM_FIN))
         elif kind == FrameType.ACK:
-            append(_parse_ack(reader))
+            append(_parse_ack(reader, with_ecn=False))
+        elif kind == FrameType.ACK_ECN:
+            append(_parse_ack(reader, with_ecn=True))
         elif kind == FrameType.PADDING:
             continue
         elif kind == FrameType.PING:
@@ -376,10 +395,10 @@ def parse_frames(payload: bytes) -> list[Frame]:
     return frames
 
 
-def encode_ack(ranges: Sequence[tuple[int, int]], ack_delay_us: int) -> bytes:
-    """Encode an ACK frame from inclusive ranges given largest first."""
+def encode_ack(ranges: Sequence[tuple[int, int]], ack_delay_us: int, ecn: EcnCounts | None = None) -> bytes:
+    """Encode an ACK frame from inclusive ranges given largest first; ACK_ECN when ``ecn`` is given."""
     largest_low, largest = ranges[0]
-    out = bytearray((FrameType.ACK,))
+    out = bytearray((FrameType.ACK if ecn is None else FrameType.ACK_ECN,))
     out += encode_varint(largest)
     out += encode_varint(ack_delay_us)
     out += encode_varint(len(ranges) - 1)
@@ -389,6 +408,10 @@ def encode_ack(ranges: Sequence[tuple[int, int]], ack_delay_us: int) -> bytes:
         out += encode_varint(smallest - high - 2)
         out += encode_varint(high - low)
         smallest = low
+    if ecn is not None:
+        out += encode_varint(ecn.ect0)
+        out += encode_varint(ecn.ect1)
+        out += encode_varint(ecn.ce)
     return bytes(out)
 
 

@@ -45,8 +45,11 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from seam.ecn import EcnValidator
+
 if TYPE_CHECKING:
     from seam.congestion.base import CongestionController
+    from seam.packet import EcnCounts
 
 K_PACKET_THRESHOLD = 3  # packets, RFC 9002 section 6.1.1
 K_TIME_THRESHOLD = 9 / 8  # of an RTT, RFC 9002 section 6.1.2
@@ -86,6 +89,8 @@ class SentPacket:
     is_app_limited: bool = False
     tx_in_flight: int = 0
     lost: int = 0
+    ecn: bool = False  # sent with ECT(0) (docs/protocol.md 7.6)
+    delivered_ce: int = 0  # LossRecovery.delivered_ce when it left
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,6 +115,10 @@ class RateSample:
     newly_lost: int  # bytes this ACK caused to be declared lost
     delivered_total: int  # bytes delivered over the connection's lifetime
     bytes_in_flight: int  # after this ACK
+    # ECN (Linux tcp_rate.c's rs->delivered_ce, in bytes): CE-marked bytes delivered over the
+    # sampling interval, and those this ACK reported. Estimated from packet counts, see on_ack_received.
+    ce_delivered: int = 0
+    newly_ce: int = 0
 
 
 class RttEstimator:
@@ -152,8 +161,10 @@ class LossRecovery:
         max_ack_delay: float = 0.025,
         initial_rtt: float = K_INITIAL_RTT,
         adapt_packet_threshold: bool = False,
+        ecn: bool = True,
     ) -> None:
         self.congestion = congestion
+        self.ecn = EcnValidator(enabled=ecn)  # RFC 9000 13.4.2: may our packets carry ECT(0)?
         self.adapt_packet_threshold = adapt_packet_threshold
         self.max_ack_delay = max_ack_delay
         self.rtt = RttEstimator(initial_rtt)
@@ -180,6 +191,7 @@ class LossRecovery:
         self.lost_bytes = 0  # bytes declared lost over the connection's lifetime (MTU probes aside)
         self.persistent_congestion_count = 0  # times persistent congestion was declared
         self.app_limited = 0  # ``delivered`` mark ending an application-limited bubble; 0 when none
+        self.delivered_ce = 0  # bytes acknowledged with a CE mark (estimated, see on_ack_received)
 
     @property
     def time_threshold(self) -> float:
@@ -203,6 +215,9 @@ class LossRecovery:
         packet.first_sent_time = self.first_sent_time
         packet.is_app_limited = self.app_limited != 0
         packet.lost = self.lost_bytes
+        packet.delivered_ce = self.delivered_ce
+        if packet.ecn:
+            self.ecn.on_tracked_sent()
         if packet.in_flight:
             self.bytes_in_flight += packet.size
         packet.tx_in_flight = self.bytes_in_flight
@@ -220,9 +235,21 @@ class LossRecovery:
             self.app_limited = (self.delivered + self.bytes_in_flight) or 1
 
     def on_ack_received(
-        self, ranges: Iterable[tuple[int, int]], ack_delay: float, now: float
+        self,
+        ranges: Iterable[tuple[int, int]],
+        ack_delay: float,
+        now: float,
+        ecn: EcnCounts | None = None,
     ) -> tuple[list[SentPacket], list[SentPacket]]:
-        """Process inclusive (smallest, largest) ranges; returns (newly acked, newly lost)."""
+        """Process inclusive (smallest, largest) ranges; returns (newly acked, newly lost).
+
+        ``ecn`` holds the counts of an ACK_ECN frame (None for a plain ACK). A
+        validated increase of the CE count is a congestion signal (RFC 9002
+        section 7.1): the controller hears it through ``on_ecn_ce`` after the
+        ACK's losses, and in the rate sample as CE-marked bytes. ECN counts are
+        per packet, while delivery is in bytes: the CE marks are converted at
+        the mean size of the packets the ACK newly acknowledges.
+        """
         sent = self._sent
         acked: list[SentPacket] = []
         widened = False
@@ -248,7 +275,8 @@ class LossRecovery:
             return acked, lost
         acked.sort(key=lambda p: p.packet_number)
         largest_newly = acked[-1]
-        if largest_in_frame > self.largest_acked:
+        largest_advanced = largest_in_frame > self.largest_acked
+        if largest_advanced:
             self.largest_acked = largest_in_frame
         if largest_newly.packet_number == largest_in_frame:
             self.rtt.update(now - largest_newly.time_sent, ack_delay, self.max_ack_delay)
@@ -256,10 +284,13 @@ class LossRecovery:
                 self._first_rtt_sample_time = now
         self._decay_reordering(now)
         newly_acked = 0
+        newly_acked_marked = 0
         for packet in acked:
             newly_acked += packet.size
             if packet.in_flight:
                 self.bytes_in_flight -= packet.size
+            if packet.ecn:
+                newly_acked_marked += 1
         self.pto_count = 0
         lost_before = self.lost_bytes
         lost = self._detect_lost(now)
@@ -273,15 +304,26 @@ class LossRecovery:
         congestion.on_packets_acked(acked, now, self.rtt)
         if lost:
             self._report_lost(lost, now)
+        newly_ce = 0
+        if ecn is not None or newly_acked_marked:
+            ce_marks = self.ecn.on_ack(
+                ecn, newly_acked_marked=newly_acked_marked, largest_advanced=largest_advanced
+            )
+            if ce_marks:
+                newly_ce = min(ce_marks * newly_acked // len(acked), newly_acked)
+                self.delivered_ce += newly_ce
+                congestion.on_ecn_ce(ce_marks, largest_newly.time_sent, now)
         if congestion.wants_rate_samples:
             congestion.on_rate_sample(
-                self._rate_sample(largest_newly, newly_acked, self.lost_bytes - lost_before, now),
+                self._rate_sample(largest_newly, newly_acked, self.lost_bytes - lost_before, newly_ce, now),
                 now,
                 self.rtt,
             )
         return acked, lost
 
-    def _rate_sample(self, newest: SentPacket, newly_acked: int, newly_lost: int, now: float) -> RateSample:
+    def _rate_sample(
+        self, newest: SentPacket, newly_acked: int, newly_lost: int, newly_ce: int, now: float
+    ) -> RateSample:
         """GenerateRateSample (draft-ietf-ccwg-bbr-04 section 4.1.2.3)."""
         send_elapsed = newest.time_sent - newest.first_sent_time
         ack_elapsed = now - newest.delivered_time
@@ -304,6 +346,8 @@ class LossRecovery:
             newly_lost=newly_lost,
             delivered_total=self.delivered,
             bytes_in_flight=self.bytes_in_flight,
+            ce_delivered=self.delivered_ce - newest.delivered_ce,
+            newly_ce=newly_ce,
         )
 
     def _report_lost(self, lost: list[SentPacket], now: float) -> None:
@@ -401,18 +445,22 @@ class LossRecovery:
                 self._loss_time = deadline
                 break
         recently_lost = self._recently_lost
+        marked = 0
         for packet in lost:
             del sent[packet.packet_number]
             if packet.in_flight:
                 self.bytes_in_flight -= packet.size
             if packet.is_mtu_probe:
-                continue  # too big, or lost: neither is reordering nor congestion
+                continue  # too big, or lost: neither is reordering nor congestion (nor ECN's business)
+            marked += packet.ecn
             recently_lost[packet.packet_number] = largest - packet.packet_number
             insort(self._lost_numbers, packet.packet_number)
             self.lost_bytes += packet.size
             self.packets_lost += 1
         while len(recently_lost) > LOST_MEMORY:
             self._forget_number(recently_lost.popitem(last=False)[0])
+        if marked:
+            self.ecn.on_marked_lost(marked)
         return lost
 
     def forget_lost(self, packet_number: int) -> None:

@@ -3,7 +3,9 @@
 ``Pair`` holds a client :class:`Connection`, the server's :class:`Admission`
 gate and, once admitted, the server :class:`Connection`, joined by a
 :class:`LossyNetwork` that delays, drops, duplicates, reorders and corrupts
-datagrams from a seeded ``random.Random``. Time only moves when ``Pair.run``
+datagrams from a seeded ``random.Random``. Datagrams carry the IP ECN
+codepoint their sender asked for (``Connection.ecn_codepoint``), which the
+network may CE-mark at its bottleneck or bleach. Time only moves when ``Pair.run``
 advances it to the next delivery or timer, so a test of minutes of protocol
 time runs in milliseconds and gives the same result every time.
 """
@@ -53,20 +55,30 @@ class LossyNetwork:
     queue: int = 256 * 1024  # bytes a direction's drop-tail bottleneck queue holds
     blackouts: list[tuple[float, float]] = field(default_factory=list)  # [start, end) drop all
     mtu: int | None = None  # bytes of UDP payload; bigger datagrams are dropped (DF set, no ICMP)
+    # ECN (docs/protocol.md 7.6): with a ``rate``, an ECT datagram arriving when the queue holds more
+    # than this many bytes is marked CE instead (a step-marking AQM; the queue still drops when full).
+    ecn_mark_above: int | None = None
+    ecn_bleach: bool = False  # clear the ECN field of every datagram, as a misbehaving middlebox does
     rng: random.Random = field(init=False)
     delivered: int = 0
     dropped: int = 0
+    ce_marked: int = 0
     _free_at: dict[str, float] = field(init=False, default_factory=dict)
 
     def __post_init__(self) -> None:
         self.rng = random.Random(self.seed)
 
-    def impair(self, datagram: bytes, now: float, towards: str = "") -> list[tuple[float, bytes]]:
-        """What becomes of one datagram: zero or more (arrival time, bytes).
+    def impair(
+        self, datagram: bytes, now: float, towards: str = "", ecn: int = 0
+    ) -> list[tuple[float, bytes, int]]:
+        """What becomes of one datagram sent with ECN codepoint ``ecn``: zero or more
+        (arrival time, bytes, codepoint).
 
         With a ``rate``, each direction is one FIFO bottleneck: a datagram leaves it
         once those queued before it have, and is dropped if the queue is full.
         """
+        if self.ecn_bleach:
+            ecn = 0
         rng = self.rng
         if (
             any(start <= now < end for start, end in self.blackouts)
@@ -77,9 +89,13 @@ class LossyNetwork:
             return []
         if self.rate is not None:
             free_at = max(self._free_at.get(towards, now), now)
-            if (free_at - now) * self.rate + len(datagram) > self.queue:
+            backlog = (free_at - now) * self.rate
+            if backlog + len(datagram) > self.queue:
                 self.dropped += 1
                 return []
+            if ecn and self.ecn_mark_above is not None and backlog > self.ecn_mark_above:
+                ecn = 3  # CE, RFC 3168 section 5
+                self.ce_marked += 1
             free_at += len(datagram) / self.rate
             self._free_at[towards] = free_at
             now = free_at
@@ -93,7 +109,7 @@ class LossyNetwork:
             arrival = now + self.delay + rng.random() * self.jitter
             if rng.random() < self.reorder:
                 arrival += 2 * self.delay
-            out.append((arrival, data))
+            out.append((arrival, data, ecn))
         return out
 
 
@@ -127,7 +143,7 @@ class Pair:
         )
         self.servers: dict[bytes, Connection] = {}  # by CID, as a real endpoint keeps them
         self.client_address = CLIENT_ADDRESS
-        self._queue: list[tuple[float, int, str, bytes, Address]] = []
+        self._queue: list[tuple[float, int, str, bytes, Address, int]] = []  # ..., ECN codepoint
         self._seq = 0
         self.client_events: list[Event] = []
         self.server_events: list[Event] = []
@@ -143,16 +159,18 @@ class Pair:
 
     # ---------------------------------------------------------------- plumbing
 
-    def _enqueue(self, towards: str, datagrams: list[tuple[bytes, Address]], source: Address) -> None:
+    def _enqueue(
+        self, towards: str, datagrams: list[tuple[bytes, Address]], source: Address, ecn: int = 0
+    ) -> None:
         for datagram, _ in datagrams:
             if self.tap is not None:
                 tapped = self.tap(towards, datagram)
                 if tapped is None:
                     continue
                 datagram = tapped
-            for arrival, data in self.network.impair(datagram, self.now, towards):
+            for arrival, data, codepoint in self.network.impair(datagram, self.now, towards, ecn):
                 self._seq += 1
-                heapq.heappush(self._queue, (arrival, self._seq, towards, data, source))
+                heapq.heappush(self._queue, (arrival, self._seq, towards, data, source, codepoint))
 
     def inject(
         self, towards: str, datagram: bytes, source: Address | None = None, delay: float = 0.0
@@ -160,25 +178,27 @@ class Pair:
         """Deliver a datagram of the test's making after ``delay`` seconds (no impairment)."""
         self._seq += 1
         src = source or (self.client_address if towards == "server" else SERVER_ADDRESS)
-        heapq.heappush(self._queue, (self.now + delay, self._seq, towards, datagram, src))
+        heapq.heappush(self._queue, (self.now + delay, self._seq, towards, datagram, src, 0))
 
     def flush(self) -> None:
         """Collect every datagram both sides want to send now."""
-        self._enqueue("server", self.client.datagrams_to_send(self.now), self.client_address)
+        client = self.client
+        self._enqueue("server", client.datagrams_to_send(self.now), self.client_address, client.ecn_codepoint)
         for server in self.servers.values():
-            self._enqueue("client", server.datagrams_to_send(self.now), SERVER_ADDRESS)
+            out = server.datagrams_to_send(self.now)
+            self._enqueue("client", out, SERVER_ADDRESS, server.ecn_codepoint)
             self.server_events.extend(server.events())
         self.client_events.extend(self.client.events())
 
-    def _deliver(self, towards: str, data: bytes, source: Address) -> None:
+    def _deliver(self, towards: str, data: bytes, source: Address, ecn: int) -> None:
         self.network.delivered += 1
         if towards == "client":
-            self.client.receive_datagram(data, source, self.now)
+            self.client.receive_datagram(data, source, self.now, ecn=ecn)
             return
         cid = pk.destination_cid(data)
         server = self.servers.get(cid) if cid is not None else None
         if server is not None:
-            server.receive_datagram(data, source, self.now)
+            server.receive_datagram(data, source, self.now, ecn=ecn)
             return
         replies, conn = self.admission.receive_datagram(data, source, self.now)
         self._enqueue("client", replies, SERVER_ADDRESS)
@@ -199,8 +219,8 @@ class Pair:
             return False
         self.now = max(self.now, min(candidates))
         while self._queue and self._queue[0][0] <= self.now:
-            _, _, towards, data, source = heapq.heappop(self._queue)
-            self._deliver(towards, data, source)
+            _, _, towards, data, source, ecn = heapq.heappop(self._queue)
+            self._deliver(towards, data, source, ecn)
         for conn in (self.client, *self.servers.values()):
             timer = conn.get_timer()
             if timer is not None and timer <= self.now:

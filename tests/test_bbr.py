@@ -3,8 +3,10 @@
 The link model is deliberately tiny and deterministic: a sender (a real
 :class:`LossRecovery`, controller and :class:`Pacer`) hands each packet to a
 bottleneck that serves one FIFO queue at a fixed rate, drops what overflows
-the queue (or, optionally, a seeded random share of everything), and returns
-an ACK for each packet one base RTT after it left the bottleneck. Time only
+the queue (or, optionally, a seeded random share of everything), optionally
+CE-marks ECT packets that find more than a threshold queued (a step-marking
+AQM), and returns an ACK for each packet one base RTT after it left the
+bottleneck, with the receiver's cumulative ECN counts. Time only
 moves from event to event, so many seconds of traffic take a fraction of one.
 """
 
@@ -13,7 +15,7 @@ from __future__ import annotations
 import heapq
 import os
 import random
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -24,6 +26,8 @@ from seam.congestion import available, create
 from seam.congestion.base import CongestionController
 from seam.congestion.bbr import (
     BBR,
+    ECN_ALPHA_GAIN,
+    ECN_FACTOR,
     FULL_BW_COUNT,
     PROBE_RTT_DURATION,
     PROBE_RTT_INTERVAL,
@@ -32,6 +36,7 @@ from seam.congestion.bbr import (
     WindowedMax,
 )
 from seam.pacing import Pacer, pacing_rate_for
+from seam.packet import EcnCounts
 from seam.recovery import LossRecovery, RateSample, SentPacket
 from seam.testing import LossyNetwork, Pair, transfer
 
@@ -47,9 +52,13 @@ class Link:
     queue: int
     loss: float = 0.0
     seed: int = 1
+    mark_above: float | None = None  # bytes of backlog above which an ECT packet is marked CE
     rng: random.Random = field(init=False)
     free_at: float = 0.0  # when the bottleneck finishes what it has accepted so far
     dropped: int = 0
+    marked: int = 0
+    ect0: int = 0  # the receiver's counts of packets that got through (FIFO: in sending order)
+    ce: int = 0
 
     def __post_init__(self) -> None:
         self.rng = random.Random(self.seed)
@@ -58,16 +67,26 @@ class Link:
         """Bytes queued or in service at the bottleneck at ``now``."""
         return max(0.0, self.free_at - now) * self.rate
 
-    def send(self, size: int, now: float) -> float | None:
+    def send(self, size: int, now: float, *, ect: bool = False) -> float | None:
         """Accept a packet; returns when its ACK reaches the sender, or None if it was dropped."""
         if self.loss and self.rng.random() < self.loss:
             self.dropped += 1
             return None
-        if self.backlog(now) > self.queue:
+        backlog = self.backlog(now)
+        if backlog > self.queue:
             self.dropped += 1
             return None
+        if ect and self.mark_above is not None and backlog > self.mark_above:
+            self.marked += 1
+            self.ce += 1
+        elif ect:
+            self.ect0 += 1
         self.free_at = max(self.free_at, now) + size / self.rate
         return self.free_at + self.rtt
+
+    def counts(self) -> EcnCounts | None:
+        """What an ACK sent now reports: ACK_ECN counts once anything arrived marked."""
+        return EcnCounts(self.ect0, 0, self.ce) if self.ect0 or self.ce else None
 
 
 class Sim:
@@ -80,14 +99,16 @@ class Sim:
         self.pacer = Pacer(max_datagram_size=MDS)
         self.now = 0.0
         self.next_pn = 0
-        self.acks: list[tuple[float, int]] = []
+        self.acks: list[tuple[float, int, EcnCounts | None]] = []
         self.delivered: list[tuple[float, int]] = []  # (ack time, bytes)
         self.max_burst = 0  # packets sent at one instant
+        self.rtts: list[tuple[float, float]] = []  # (ack time, RTT sample)
         self.trace: list[tuple[float, State | None, int, float]] = []  # (time, state, inflight, backlog)
 
     def _send(self) -> float | None:
         """Send what the window and the pacer allow; returns the pacer's wake-up time if it held back."""
         rec, pacer = self.recovery, self.pacer
+        rec.ecn.begin_flight()
         pacer.set_rate(pacing_rate_for(self.cc, rec.rtt), self.now)
         burst = 0
         while rec.can_send(MDS):
@@ -100,12 +121,15 @@ class Sim:
         return None
 
     def _transmit(self) -> None:
-        packet = SentPacket(self.next_pn, self.now, MDS, ack_eliciting=True, in_flight=True)
+        marked = self.recovery.ecn.marking
+        if marked:
+            self.recovery.ecn.on_packet_sent()
+        packet = SentPacket(self.next_pn, self.now, MDS, ack_eliciting=True, in_flight=True, ecn=marked)
         self.recovery.on_packet_sent(packet, self.now)
         self.pacer.on_packet_sent(self.now, MDS)
-        arrival = self.link.send(MDS, self.now)
+        arrival = self.link.send(MDS, self.now, ect=marked)
         if arrival is not None:
-            heapq.heappush(self.acks, (arrival, self.next_pn))
+            heapq.heappush(self.acks, (arrival, self.next_pn, self.link.counts()))
         self.next_pn += 1
 
     def run(self, duration: float) -> None:
@@ -122,9 +146,11 @@ class Sim:
                 candidates.append(timer)
             self.now = max(self.now, min(candidates))
             while self.acks and self.acks[0][0] <= self.now:
-                _, pn = heapq.heappop(self.acks)
-                acked, _ = self.recovery.on_ack_received([(pn, pn)], 0.0, self.now)
+                _, pn, counts = heapq.heappop(self.acks)
+                acked, _ = self.recovery.on_ack_received([(pn, pn)], 0.0, self.now, counts)
                 self.delivered.extend((self.now, p.size) for p in acked)
+                if acked:
+                    self.rtts.append((self.now, self.recovery.rtt.latest_rtt))
             timer = self.recovery.get_loss_detection_timer()
             if timer is not None and timer <= self.now:
                 _, probes = self.recovery.on_loss_detection_timeout(self.now)
@@ -191,6 +217,16 @@ def test_initial_pacing_rate_follows_the_initial_window() -> None:
     assert cc.pacing_rate(rec.rtt) == pytest.approx(STARTUP_PACING_GAIN * 12000 / 0.001)
     rec.rtt.update(0.1, 0.0, 0.025)
     assert cc.pacing_rate(rec.rtt) == pytest.approx(STARTUP_PACING_GAIN * 12000 / 0.1)
+
+
+def test_a_zero_rtt_sample_does_not_break_the_initial_pacing_rate() -> None:
+    """An ACK in the very instant of the send (found by fuzz/fuzz_frames.py) gives srtt 0."""
+    cc = bbr()
+    rec = LossRecovery(congestion=cc)
+    rec.on_packet_sent(SentPacket(0, 1.0, MDS, ack_eliciting=True, in_flight=True), 1.0)
+    rec.on_ack_received([(0, 0)], 0.0, 1.0)
+    assert rec.rtt.smoothed_rtt == 0.0
+    assert cc.pacing_rate(rec.rtt) == pytest.approx(STARTUP_PACING_GAIN * 12000 / 0.001)
 
 
 # --- delivery-rate estimation ----------------------------------------------------------------------
@@ -402,6 +438,97 @@ def test_shallow_buffer_loss_bounds_inflight_and_keeps_loss_low() -> None:
     assert sim.throughput(2.0, 8.0) >= 0.85 * link.rate
 
 
+# --- ECN (Linux BBRv3's response; docs/protocol.md 7.3 and 7.6) -----------------------------------
+
+
+def percentile(values: list[float], share: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(int(share * len(ordered)), len(ordered) - 1)]
+
+
+def test_ce_marking_keeps_the_queue_and_rtt_low_without_loss() -> None:
+    """A deep buffer (8 BDPs) whose AQM marks CE above 10 kB: BBR holds the queue near the mark.
+
+    Without marking BBR's own model still bounds the queue, but each bandwidth
+    probe and its 2 x BDP window let it reach most of a BDP; with marking the
+    CE share of a probe's round bounds inflight_longterm and ecn_alpha trims
+    inflight_shortterm, so the queue and the RTT stay low, at the same rate and
+    with no loss.
+    """
+
+    def run(mark_above: float | None) -> tuple[Sim, Link]:
+        link = Link(rate=1.25e6, rtt=0.04, queue=400_000, mark_above=mark_above)
+        sim = Sim(bbr(), link)
+        sim.run(10.0)
+        return sim, link
+
+    (plain, plain_link), (marked, marked_link) = run(None), run(10_000)
+    assert plain_link.dropped == marked_link.dropped == 0
+    assert plain_link.marked == 0 and marked_link.marked > 0
+    # Every mark reaches the sender, but for those still in flight when the run stops.
+    assert 0.9 * marked_link.marked <= marked.recovery.ecn.ce_marks <= marked_link.marked
+    cc = marked.cc
+    assert isinstance(cc, BBR) and cc.ecn_eligible and cc.inflight_longterm < float("inf")
+    for sim, link in ((plain, plain_link), (marked, marked_link)):
+        assert sim.throughput(2.0, 10.0) >= 0.95 * link.rate
+    queue = {
+        name: percentile([b for t, _, _, b in sim.trace if t >= 2.0], 0.95)
+        for name, sim in (("plain", plain), ("marked", marked))
+    }
+    assert queue["marked"] <= 10_000 + 2 * MDS  # about the marking threshold ...
+    assert queue["marked"] < 0.4 * queue["plain"]  # ... where BBR alone queues most of a BDP (50 kB)
+    rtt_plain = percentile([r for t, r in plain.rtts if t >= 2.0], 0.95)
+    rtt_marked = percentile([r for t, r in marked.rtts if t >= 2.0], 0.95)
+    assert rtt_marked < rtt_plain - 0.015  # 95th percentile RTT: ~48 ms against ~70 ms
+
+
+def test_without_marks_ecn_changes_nothing() -> None:
+    """ECN negotiated but never a CE mark: exactly today's BBR, packet for packet, even with loss."""
+
+    def run(ecn: bool) -> Sim:
+        link = Link(rate=1.25e6, rtt=0.05, queue=30_000, loss=0.01, seed=3)
+        sim = Sim(bbr(), link)
+        sim.recovery = LossRecovery(congestion=sim.cc, max_ack_delay=0.001, initial_rtt=0.1, ecn=ecn)
+        sim.run(6.0)
+        return sim
+
+    with_ecn, without = run(True), run(False)
+    assert with_ecn.recovery.ecn.state.value == "capable" and without.recovery.ecn.state.value == "failed"
+    assert with_ecn.trace == without.trace and with_ecn.delivered == without.delivered
+    assert with_ecn.link.dropped > 0  # the comparison covered loss too
+
+
+def test_ecn_alpha_follows_the_ce_share_per_round_and_cuts_inflight_shortterm() -> None:
+    """Linux bbr_update_ecn_alpha / bbr_ecn_lower_bounds, fed synthetic samples in ProbeBW Cruise."""
+    cc = bbr()
+    rec = LossRecovery(congestion=cc)
+    rec.rtt.update(0.05, 0.0, 0.025)
+    delivered = 0
+
+    def round_(ce_share: float) -> None:
+        nonlocal delivered
+        prior, delivered = delivered, delivered + 10 * MDS
+        base = sample(rate=1e6, prior_delivered=prior, delivered_total=delivered)
+        ce = int(ce_share * 10 * MDS)
+        cc.on_rate_sample(replace(base, newly_ce=ce, ce_delivered=ce), 1.0, rec.rtt)
+
+    for _ in range(4):
+        round_(0.0)
+    cc.full_bw_reached = True
+    cc.state = State.PROBE_BW_CRUISE
+    assert cc.ecn_alpha == 1.0 and not cc.ecn_eligible  # no mark yet: nothing measured
+    cc.congestion_window = 60 * MDS
+    round_(0.2)  # the first CE: ecn_alpha is still 1, so the cut is a full third
+    assert cc.ecn_eligible
+    assert cc.inflight_shortterm == pytest.approx(60 * MDS * (1 - ECN_FACTOR * cc.ecn_alpha), rel=0.02)
+    alpha = cc.ecn_alpha
+    round_(0.2)
+    assert cc.ecn_alpha == pytest.approx((1 - ECN_ALPHA_GAIN) * alpha + ECN_ALPHA_GAIN * 0.2)
+    shortterm = cc.inflight_shortterm
+    round_(0.0)  # a clean round: no further cut
+    assert cc.inflight_shortterm == shortterm
+
+
 # --- end to end, through the sans-IO connection ---------------------------------------------------
 
 
@@ -457,3 +584,34 @@ def test_random_loss_under_loss_thresh_does_not_ratchet_the_short_term_rate_down
     assert ratios  # rounds above LossThresh do happen at 0.5 %: the bound was set, and stayed high
     assert min(ratios) >= 0.9
     assert sim.throughput(2.0, 12.0) / link.rate >= 0.85
+
+
+def test_bbr_over_a_marking_bottleneck_keeps_rtt_low_with_zero_loss() -> None:
+    """Through the whole connection: CE marks flow back in ACK_ECN and BBR keeps the queue short."""
+
+    def run(mark_above: int | None) -> tuple[float, float, int, int]:
+        """(95th percentile RTT once Startup is over, transfer time, CE marks reported, CE marks made)."""
+        network = LossyNetwork(seed=4, delay=0.02, rate=1e6, queue=100_000, ecn_mark_above=mark_above)
+        pair = Pair(network=network, config=SeamConfig(congestion="bbr"))
+        pair.handshake()
+        start = pair.now
+        rtts: list[float] = []
+        step = pair.step
+
+        def recording_step() -> bool:
+            if pair.now >= start + 1.0:
+                rtts.append(pair.client._recovery.rtt.latest_rtt)
+            return step()
+
+        pair.step = recording_step  # type: ignore[method-assign]
+        data = random.Random(4).randbytes(4_000_000)  # about 4 s: Startup and one bandwidth probe
+        assert transfer(pair, {0: data}) == {0: data}
+        stats = pair.client.stats()
+        assert stats.ecn_state == "capable" and stats.packets_lost == 0 and network.dropped == 0
+        return percentile(rtts, 0.95), pair.now - start, stats.ecn_ce_marks, network.ce_marked
+
+    rtt_plain, time_plain, _, _ = run(None)
+    rtt_marked, time_marked, ce_marks, ce_marked = run(10_000)
+    assert ce_marks == ce_marked > 0
+    assert rtt_marked < rtt_plain - 0.01  # 40 ms of propagation: about 55 ms against 73 ms
+    assert time_marked < 1.05 * time_plain

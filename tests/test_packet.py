@@ -118,6 +118,57 @@ def test_ack_round_trip(top: int, steps: list[int], delay: int) -> None:
     assert frame == pk.AckFrame(tuple(ranges), delay)
 
 
+varint = st.integers(min_value=0, max_value=(1 << 62) - 1)
+
+
+@given(
+    st.lists(st.tuples(st.integers(0, 50), st.integers(0, 50)), min_size=1, max_size=20),
+    st.integers(min_value=0, max_value=1 << 30),
+    varint,
+    varint,
+    varint,
+)
+def test_ack_ecn_round_trip(steps: list[tuple[int, int]], delay: int, ect0: int, ect1: int, ce: int) -> None:
+    """ACK_ECN is ACK plus three varint counts; every varint value survives (docs/protocol.md 7.6)."""
+    ranges = []
+    high = sum(a + b + 2 for a, b in steps) + 10
+    for length, gap in steps:
+        ranges.append((high - length, high))
+        high = high - length - gap - 2
+        if high < 0:
+            break
+    counts = pk.EcnCounts(ect0, ect1, ce)
+    encoded = pk.encode_ack(ranges, delay, counts)
+    assert encoded[0] == pk.FrameType.ACK_ECN
+    assert encoded[1:-1].startswith(pk.encode_ack(ranges, delay)[1:])  # the ACK body, then the counts
+    (frame,) = pk.parse_frames(encoded + b"\x00")  # padding after it still parses
+    assert frame == pk.AckFrame(tuple(ranges), delay, counts)
+
+
+@given(st.binary(max_size=40))
+def test_truncated_or_garbage_ack_ecn_only_raises_parse_error(tail: bytes) -> None:
+    """An ACK_ECN cut anywhere, or followed by garbage, parses or raises ParseError, nothing else."""
+    encoded = pk.encode_ack([(5, 9), (0, 2)], 100, pk.EcnCounts(7, 0, 3))
+    for cut in range(1, len(encoded)):
+        with pytest.raises(ParseError):
+            pk.parse_frames(encoded[:cut])
+    try:
+        pk.parse_frames(encoded + tail)
+    except ParseError:
+        pass
+
+
+def test_ack_ecn_is_bounded_like_ack() -> None:
+    """Range count and ranges below zero are refused for ACK_ECN exactly as for ACK."""
+    assert pk.MAX_ACK_RANGES == 256
+    too_many = bytes((pk.FrameType.ACK_ECN, 10, 0, 0x41, 0x01, 0))  # range_count 257 (a 2-byte varint)
+    with pytest.raises(ParseError, match="too many"):
+        pk.parse_frames(too_many)
+    below_zero = bytes((pk.FrameType.ACK_ECN, 3, 0, 0, 4, 0, 0, 0))  # largest 3, first range 4
+    with pytest.raises(ParseError, match="below zero"):
+        pk.parse_frames(below_zero)
+
+
 def test_every_frame_round_trips() -> None:
     payload = b"".join(
         [
@@ -135,6 +186,7 @@ def test_every_frame_round_trips() -> None:
             b"\x00\x00\x00",
             pk.encode_close(0x0B, "bye"),
             pk.HANDSHAKE_DONE_BYTES,
+            pk.encode_ack([(3, 8)], 25, pk.EcnCounts(1, 2, 3)),
         ]
     )
     assert pk.parse_frames(payload) == [
@@ -151,6 +203,7 @@ def test_every_frame_round_trips() -> None:
         pk.PathResponseFrame(b"87654321"),
         pk.CloseFrame(0x0B, "bye"),
         pk.HandshakeDoneFrame(),
+        pk.AckFrame(((3, 8),), 25, pk.EcnCounts(1, 2, 3)),
     ]
 
 

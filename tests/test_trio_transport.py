@@ -151,9 +151,11 @@ async def test_burst_of_garbage_and_replays_leaves_transfer_intact() -> None:
             endpoint = conn._endpoint
             real_send_batch = endpoint.send_batch
 
-            def recording_send_batch(datagrams: Sequence[tuple[bytes, tuple[str, int]]]) -> None:
+            def recording_send_batch(
+                datagrams: Sequence[tuple[bytes, tuple[str, int]]], ecn: int = 0
+            ) -> None:
                 captured.extend(datagram for datagram, _ in datagrams[: 2000 - len(captured)])
-                real_send_batch(datagrams)
+                real_send_batch(datagrams, ecn)
 
             endpoint.send_batch = recording_send_batch  # type: ignore[method-assign]
             data = os.urandom(8 * 1024 * 1024)

@@ -8,6 +8,7 @@ import os
 import random
 import socket
 import struct
+import sys
 import time
 from typing import Any
 
@@ -19,14 +20,19 @@ import seam
 from seam import packet as pk
 from seam._trio.endpoint import Endpoint
 from seam._trio.udp_batch import (
+    DISABLE_ECN_ENV,
     DISABLE_ENV,
     GSO_MAX_BYTES,
     GSO_MAX_SEGMENTS,
+    IP_TOS,
+    IPV6_TCLASS,
     SOL_UDP,
     UDP_GRO,
     BatchSocket,
+    ecn_codepoint,
     gro_segment_size,
     gso_group_end,
+    probe_ecn,
     probe_offload,
     split_gro,
 )
@@ -44,6 +50,18 @@ def udp_socket(*, blocking: bool = False) -> socket.socket:
     sock.bind(("127.0.0.1", 0))
     sock.setblocking(blocking)
     return sock
+
+
+async def receive_until(endpoint: Endpoint, done: trio.Event) -> None:
+    """Run the endpoint's receive loop until ``done`` (5 s at most), then close it."""
+    try:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(endpoint.receive_loop)
+            with trio.fail_after(5):
+                await done.wait()
+            nursery.cancel_scope.cancel()
+    finally:
+        endpoint.close()
 
 
 def groups(datagrams: list[tuple[bytes, Address]], **limits: int) -> list[list[int]]:
@@ -266,7 +284,7 @@ def test_a_refused_gso_send_turns_gso_off_and_resends_one_by_one() -> None:
         sender_sock.bind(("127.0.0.1", 0))
         sender_sock.setblocking(False)
         drops: list[str] = []
-        sender = BatchSocket(sender_sock, count_drop=drops.append)
+        sender = BatchSocket(sender_sock, ecn=False, count_drop=drops.append)  # only GSO is refused here
         assert sender.gso
         to = receiver.getsockname()
         parts = payloads(1200, 1200, 1200)
@@ -317,10 +335,12 @@ class Arrivals:
 class FakeCore:
     def __init__(self, arrivals: Arrivals) -> None:
         self.received: list[tuple[bytes, Address]] = []
+        self.codepoints: list[int] = []
         self._arrivals = arrivals
 
-    def receive_datagram(self, data: bytes, addr: Address, now: float) -> None:
+    def receive_datagram(self, data: bytes, addr: Address, now: float, *, ecn: int = 0) -> None:
         self.received.append((data, addr))
+        self.codepoints.append(ecn)
         self._arrivals.arrived()
 
 
@@ -350,9 +370,11 @@ async def test_endpoint_hands_over_a_batch_then_pumps_each_connection_once(offlo
     batches = 0
     receive = endpoint._io.receive
 
-    def counting_receive(out: list[tuple[bytes, Address]], limit: int) -> bool:
+    def counting_receive(
+        out: list[tuple[bytes, Address]], limit: int, codepoints: list[int] | None = None
+    ) -> bool:
         nonlocal batches
-        drained = receive(out, limit)
+        drained = receive(out, limit, codepoints)
         batches += bool(out)
         return drained
 
@@ -361,14 +383,7 @@ async def test_endpoint_hands_over_a_batch_then_pumps_each_connection_once(offlo
         sender = BatchSocket(sender_sock, offload=offload)
         # Queued before the receive task first wakes, so one wake-up usually sees them all.
         assert sender.send([(d, endpoint.local_address) for d in datagrams]) == len(datagrams)
-        try:
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(endpoint.receive_loop)
-                with trio.fail_after(5):
-                    await arrivals.done.wait()
-                nursery.cancel_scope.cancel()
-        finally:
-            endpoint.close()
+        await receive_until(endpoint, arrivals.done)
         source = sender_sock.getsockname()
     assert [d for d, _ in first.core.received] == [d for i, d in enumerate(datagrams) if i % 3]
     assert [d for d, _ in second.core.received] == [d for i, d in enumerate(datagrams) if not i % 3]
@@ -384,7 +399,7 @@ async def test_endpoint_backlog_keeps_order_and_drains() -> None:
         first = [(d, to) for d in payloads(*[1200] * 5)]
         later = [(d, to) for d in payloads(700, 700, 9)]
         real = endpoint._io.send
-        endpoint._io.send = lambda datagrams, start=0: start  # type: ignore[method-assign]
+        endpoint._io.send = lambda datagrams, start=0, ecn=0: start  # type: ignore[method-assign]
         endpoint.send_batch(first)  # the kernel "takes nothing": all queued
         endpoint._io.send = real  # type: ignore[method-assign]
         endpoint.send_batch(later)  # must queue behind, not overtake
@@ -434,3 +449,109 @@ async def test_transfer_over_the_public_api_with_and_without_offload(
                     reply += chunk
                 assert reply == hashlib.sha256(data).digest()
         nursery.cancel_scope.cancel()
+
+
+# ------------------------------------------------------------------------ ECN
+
+
+def ecn_available() -> bool:
+    with udp_socket() as sock:
+        return probe_ecn(sock)
+
+
+needs_ecn = pytest.mark.skipif(
+    not ecn_available() or os.environ.get(DISABLE_ECN_ENV, "") not in ("", "0"),
+    reason="kernel without IP_TOS / IP_RECVTOS (or SEAMLESS_NO_ECN set)",
+)
+
+
+def test_ecn_codepoint_reads_ipv4_and_ipv6_control_messages() -> None:
+    assert ecn_codepoint([(socket.IPPROTO_IP, IP_TOS, bytes((0xB9,)))]) == 0b01  # DSCP bits ignored
+    v6 = (0b10).to_bytes(4, sys.byteorder)
+    assert (
+        ecn_codepoint([(SOL_UDP, UDP_GRO, struct.pack("=i", 1200)), (socket.IPPROTO_IPV6, IPV6_TCLASS, v6)])
+        == 2
+    )
+    assert ecn_codepoint([(socket.IPPROTO_IP, IP_TOS, b"")]) == 0  # malformed: Not-ECT, no error
+    assert ecn_codepoint([]) == 0
+
+
+@needs_ecn
+@pytest.mark.parametrize("offload", [True, False])
+def test_codepoints_survive_loopback_per_batch_and_per_gro_buffer(offload: bool) -> None:
+    """Each batch's codepoint reaches the receiver; GRO segments share their buffer's codepoint."""
+    with udp_socket() as sender_sock, udp_socket() as receiver_sock:
+        sender = BatchSocket(sender_sock, offload=offload)
+        receiver = BatchSocket(receiver_sock, offload=offload)
+        assert sender.ecn and receiver.ecn
+        to = receiver_sock.getsockname()
+        plan = [(0b10, payloads(*[1200] * 6)), (0, payloads(*[1200] * 4)), (0b11, payloads(900, 900, 300))]
+        for codepoint, batch in plan:
+            assert sender.send([(d, to) for d in batch], 0, codepoint) == len(batch)
+        out: list[tuple[bytes, Address]] = []
+        seen: list[int] = []
+        deadline = time.monotonic() + 5
+        while len(out) < 13 and time.monotonic() < deadline:
+            if receiver.receive(out, 1024, seen):
+                time.sleep(0.001)
+    assert [d for d, _ in out] == [d for _, batch in plan for d in batch]
+    assert seen == [cp for cp, batch in plan for _ in batch]
+
+
+@needs_ecn
+async def test_endpoint_hands_each_datagram_its_codepoint() -> None:
+    endpoint = Endpoint(udp_socket())
+    arrivals = Arrivals(3)
+    conn = FakeConnection(arrivals)
+    cid = b"\x03" * pk.CID_LEN
+    endpoint.connections[cid] = conn  # type: ignore[assignment]
+    with udp_socket() as sender_sock:
+        sender = Endpoint(sender_sock)
+        for index, codepoint in enumerate((0b10, 0b00, 0b11)):
+            sender.send(data_packet(cid, index, 200), endpoint.local_address, codepoint)
+        await receive_until(endpoint, arrivals.done)
+    assert conn.core.codepoints == [0b10, 0b00, 0b11]
+
+
+def test_seamless_no_ecn_leaves_the_socket_alone(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(DISABLE_ECN_ENV, "1")
+    with udp_socket() as sender_sock, udp_socket() as receiver_sock:
+        sender, receiver = BatchSocket(sender_sock), BatchSocket(receiver_sock)
+        assert not sender.ecn and not receiver.ecn
+        assert sender_sock.getsockopt(socket.IPPROTO_IP, IP_TOS) == 0
+        sender.send([(b"hello", receiver_sock.getsockname())], 0, 0b10)  # asked to mark: cannot
+        out: list[tuple[bytes, Address]] = []
+        seen: list[int] = []
+        deadline = time.monotonic() + 5
+        while not out and time.monotonic() < deadline:
+            receiver.receive(out, 8, seen)
+    assert out[0][0] == b"hello" and seen == [0]
+
+
+@needs_ecn
+async def test_connections_over_loopback_validate_ecn() -> None:
+    """Real sockets: the client's packets leave ECT(0), the server counts them, both validate."""
+    async with trio.open_nursery() as nursery:
+        listener = await nursery.start(
+            lambda task_status: seam.serve(
+                echo_handler, "127.0.0.1", 0, identity=SERVER_IDENTITY, task_status=task_status
+            )
+        )
+        with trio.fail_after(30):
+            async with seam.connect("127.0.0.1", listener.port, server_keys=SERVER_IDENTITY.public) as conn:
+                stream = await conn.open_stream()
+                await stream.send_all(os.urandom(300_000))
+                await stream.send_eof()
+                while await stream.receive_some():
+                    pass
+                stats = conn.stats()
+        nursery.cancel_scope.cancel()
+    assert stats.ecn_state == "capable" and stats.ecn_failure == ""
+    assert stats.ecn_ect0_received > 0  # the server's packets arrived ECT(0) too
+
+
+async def echo_handler(conn: seam.SeamConnection) -> None:
+    stream = await conn.accept_stream()
+    while chunk := await stream.receive_some(1 << 16):
+        await stream.send_all(chunk)
+    await stream.aclose()

@@ -17,6 +17,11 @@ Per direction, in this order, a packet read at time ``now``:
    theoretical time the bucket next has room; a packet departs at
    ``max(now, tat - burst/rate)``), in front of a drop-tail queue bounded in
    bytes; a packet that would push the backlog past the bound is dropped;
+   with ``ecn_mark_bytes`` set, an ECN-capable (ECT) packet that finds more
+   than that many bytes queued is marked CE instead (a step-marking AQM in
+   the manner of DCTCP's; RFC 3168 section 5): the forwarder rewrites the ECN
+   bits of the IPv4 TOS byte and the header checksum (UDP's checksum does
+   not cover the IP header), or the IPv6 traffic class (no checksum);
 3. is lost on the wire with the random-loss probability, then with the
    Gilbert-Elliott model (two states, per-packet transitions good->bad and
    bad->good, a loss probability in each state);
@@ -109,6 +114,7 @@ class Impairment:
     ge_loss_good: float = 0.0  # loss probability in the good state
     reorder: float = 0.0  # fraction of packets held back by reorder_ms
     reorder_ms: float = 0.0  # extra delay of a reordered packet
+    ecn_mark_bytes: int | None = None  # mark ECT packets CE above this backlog (None: never mark)
 
     @property
     def mean_loss(self) -> float:
@@ -191,6 +197,7 @@ class Direction:
                 "drop_blackout",
                 "reordered",
                 "write_errors",
+                "ce_marked",
             ),
             0,
         )
@@ -215,6 +222,12 @@ class Direction:
                 return
             if backlog > self.max_backlog:
                 self.max_backlog = backlog
+            mark = self.imp.ecn_mark_bytes
+            if mark is not None and backlog > mark:
+                marked = mark_ce(packet)
+                if marked is not None:
+                    packet = marked
+                    c["ce_marked"] += 1
             start = tat - self.burst_s
             if start > now:
                 depart = start
@@ -277,6 +290,38 @@ class Direction:
 
 
 _libc = ctypes.CDLL(None, use_errno=True)
+
+
+def mark_ce(packet: bytes) -> bytes | None:
+    """``packet`` (an IP packet) with its ECN field set to CE, or None if it is not ECT.
+
+    IPv4: the TOS byte's low two bits, and the header checksum recomputed
+    (RFC 791; the UDP checksum covers addresses, not TOS, so it stays valid).
+    IPv6: the low two bits of the traffic class, which has no checksum.
+    Not-ECT packets are never marked (RFC 3168 section 5), nor CE ones again.
+    """
+    if not packet:
+        return None
+    version = packet[0] >> 4
+    if version == 4 and len(packet) >= 20:
+        if packet[1] & 0b11 not in (0b01, 0b10):
+            return None
+        ihl = (packet[0] & 0x0F) * 4
+        if ihl < 20 or len(packet) < ihl:
+            return None
+        header = bytearray(packet[:ihl])
+        header[1] |= 0b11
+        header[10:12] = b"\0\0"
+        total = sum(struct.unpack(f"!{ihl // 2}H", header))
+        while total >> 16:
+            total = (total & 0xFFFF) + (total >> 16)
+        header[10:12] = struct.pack("!H", ~total & 0xFFFF)
+        return bytes(header) + packet[ihl:]
+    if version == 6 and len(packet) >= 40:
+        if (packet[1] >> 4) & 0b11 not in (0b01, 0b10):
+            return None
+        return packet[:1] + bytes((packet[1] | 0x30,)) + packet[2:]
+    return None
 
 
 def setns(fd: int, nstype: int = CLONE_NEWNET) -> None:

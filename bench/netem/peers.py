@@ -528,9 +528,14 @@ def seam_send(args: argparse.Namespace) -> None:
             started = time.monotonic()
             emit({"started": started})
             deadline = started + args.seconds
-            while time.monotonic() < deadline:
+            srtts: list[float] = []  # smoothed RTT every 100 ms while sending
+            next_sample = started + 0.1
+            while (now := time.monotonic()) < deadline:
                 await stream.send_all(data)
                 out["sent"] += len(data)
+                if now >= next_sample:
+                    srtts.append(conn.core._recovery.rtt.smoothed_rtt)
+                    next_sample = now + 0.1
             await stream.send_eof()
             out["reply"] = await seam_reply(stream)
             stats = conn.stats()
@@ -538,6 +543,12 @@ def seam_send(args: argparse.Namespace) -> None:
             out["packets_retransmitted"] = stats.packets_retransmitted
             out["srtt_ms"] = round(stats.smoothed_rtt * 1000, 2)
             out["datagram_size"] = stats.datagram_size
+            out["ecn"] = stats.ecn_state
+            out["ce_marks"] = stats.ecn_ce_marks
+            if srtts:
+                srtts.sort()
+                out["srtt_p50_ms"] = round(srtts[len(srtts) // 2] * 1000, 2)
+                out["srtt_p95_ms"] = round(srtts[int(0.95 * len(srtts))] * 1000, 2)
 
     try:
         trio.run(run)

@@ -67,6 +67,8 @@ class SeamConnection:
         self._handshake_error: HandshakeError | None = None
         self._on_established: Callable[[SeamConnection], None] | None = None
         self._nursery: trio.Nursery | None = None
+        if not endpoint.ecn:
+            core.disable_ecn("the socket cannot set ECN codepoints")
         endpoint.connections[core.local_cid] = self
 
     # ------------------------------------------------------------ properties
@@ -103,7 +105,8 @@ class SeamConnection:
             self._blocked_senders = set()
             for stream in blocked:
                 stream._capacity_changed()
-        self._endpoint.send_batch(core.datagrams_to_send(trio.current_time()))
+        datagrams = core.datagrams_to_send(trio.current_time())
+        self._endpoint.send_batch(datagrams, core.ecn_codepoint)  # the codepoint of this very batch
         if core._events:  # closing may have produced ConnectionTerminated
             self._handle_events()
         deadline = core.get_timer()

@@ -7,6 +7,8 @@ its connection's core, and only then pumps each connection it touched, once.
 Sends are attempted synchronously, a connection's whole output at a time,
 grouped for GSO (see ``udp_batch``); what the kernel cannot take yet goes to
 a bounded backlog that a second task flushes when the socket is writable.
+Each send carries the ECN codepoint its connection asked for, and each
+received datagram's codepoint goes to its connection (docs/protocol.md 7.6).
 """
 
 from __future__ import annotations
@@ -60,7 +62,8 @@ class Endpoint:
 
     ``on_unknown`` handles datagrams for CIDs we do not know (the server's
     admission gate); a client endpoint simply drops them. ``offload=False``
-    (or ``SEAMLESS_NO_GSO=1``) keeps to plain ``sendto``/``recvfrom``.
+    (or ``SEAMLESS_NO_GSO=1``) keeps to plain ``sendto``/``recvfrom``;
+    ``ecn=False`` (or ``SEAMLESS_NO_ECN=1``) neither sets nor reads codepoints.
     """
 
     def __init__(
@@ -69,14 +72,15 @@ class Endpoint:
         *,
         on_unknown: Callable[[bytes, Address, float], None] | None = None,
         offload: bool = True,
+        ecn: bool = True,
     ) -> None:
         self.sock = sock
         self.connections: dict[bytes, SeamConnection] = {}
         self._on_unknown = on_unknown
-        self._backlog: deque[tuple[bytes, Address]] = deque()
+        self._backlog: deque[tuple[bytes, Address, int]] = deque()  # ..., ECN codepoint
         self._backlog_ready = trio.Event()
         self.dropped: dict[str, int] = {}
-        self._io = BatchSocket(sock, offload=offload, count_drop=self.count_drop)
+        self._io = BatchSocket(sock, offload=offload, ecn=ecn, count_drop=self.count_drop)
         self.closed = False
 
     @property
@@ -90,6 +94,11 @@ class Endpoint:
         return self._io.offload
 
     @property
+    def ecn(self) -> bool:
+        """Whether this socket sets and reads ECN codepoints."""
+        return self._io.ecn
+
+    @property
     def datagrams_received(self) -> int:
         return self._io.datagrams_received
 
@@ -100,22 +109,23 @@ class Endpoint:
     def count_drop(self, reason: str) -> None:
         self.dropped[reason] = self.dropped.get(reason, 0) + 1
 
-    def send(self, datagram: bytes, addr: Address) -> None:
+    def send(self, datagram: bytes, addr: Address, ecn: int = 0) -> None:
         """Send one datagram now if the kernel takes it, else queue it for the flush task."""
-        self.send_batch(((datagram, addr),))
+        self.send_batch(((datagram, addr),), ecn)
 
-    def send_batch(self, datagrams: Sequence[tuple[bytes, Address]]) -> None:
-        """Send datagrams in order, GSO-grouped; what the kernel cannot take yet is queued."""
+    def send_batch(self, datagrams: Sequence[tuple[bytes, Address]], ecn: int = 0) -> None:
+        """Send datagrams in order with ECN codepoint ``ecn``, GSO-grouped; what the kernel cannot
+        take yet is queued."""
         if self.closed or not datagrams:
             return
         if self._backlog:
-            self._queue(datagrams, 0)  # behind what is already waiting, to keep the order
+            self._queue(datagrams, 0, ecn)  # behind what is already waiting, to keep the order
             return
-        sent = self._io.send(datagrams)
+        sent = self._io.send(datagrams, 0, ecn)
         if sent < len(datagrams):
-            self._queue(datagrams, sent)
+            self._queue(datagrams, sent, ecn)
 
-    def _queue(self, datagrams: Sequence[tuple[bytes, Address]], start: int) -> None:
+    def _queue(self, datagrams: Sequence[tuple[bytes, Address]], start: int, ecn: int) -> None:
         room = SEND_BACKLOG - len(self._backlog)
         end = len(datagrams)
         if end - start > room:
@@ -123,7 +133,7 @@ class Endpoint:
                 self.count_drop("send-backlog-full")
             end = start + max(room, 0)
         if end > start:
-            self._backlog.extend(itertools.islice(datagrams, start, end))
+            self._backlog.extend((data, addr, ecn) for data, addr in itertools.islice(datagrams, start, end))
             self._backlog_ready.set()
 
     async def flush_loop(self) -> None:
@@ -135,8 +145,13 @@ class Endpoint:
             while backlog:
                 await trio.lowlevel.wait_writable(self.sock)
                 while backlog:
-                    chunk = list(itertools.islice(backlog, FLUSH_CHUNK))
-                    sent = self._io.send(chunk)
+                    ecn = backlog[0][2]  # a chunk is a run of datagrams with one codepoint
+                    chunk: list[tuple[bytes, Address]] = []
+                    for data, addr, codepoint in itertools.islice(backlog, FLUSH_CHUNK):
+                        if codepoint != ecn:
+                            break
+                        chunk.append((data, addr))
+                    sent = self._io.send(chunk, 0, ecn)
                     for _ in range(sent):
                         backlog.popleft()
                     if sent < len(chunk):
@@ -147,22 +162,23 @@ class Endpoint:
         io = self._io
         connections = self.connections
         batch: list[tuple[bytes, Address]] = []
+        codepoints: list[int] = []  # in step with batch
         drained = True
         while True:
             if drained:
                 await trio.lowlevel.wait_readable(self.sock)
             else:
                 await trio.lowlevel.checkpoint()  # the batch was full: let other tasks run first
-            drained = io.receive(batch, RECEIVE_BATCH)
+            drained = io.receive(batch, RECEIVE_BATCH, codepoints)
             if not batch:
                 continue
             now = trio.current_time()
             touched: dict[int, SeamConnection] = {}
-            for data, addr in batch:
+            for (data, addr), ecn in zip(batch, codepoints, strict=True):
                 cid = pk.destination_cid(data)
                 conn = connections.get(cid) if cid is not None else None
                 if conn is not None:
-                    conn.core.receive_datagram(data, addr, now)
+                    conn.core.receive_datagram(data, addr, now, ecn=ecn)
                     touched[id(conn)] = conn
                 elif self._on_unknown is not None:
                     try:
@@ -173,6 +189,7 @@ class Endpoint:
                 else:
                     self.count_drop("unknown-cid")
             batch.clear()
+            codepoints.clear()
             for conn in touched.values():
                 conn.pump()
 

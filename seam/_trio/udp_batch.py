@@ -20,6 +20,19 @@ when the caller asks (``offload=False``), or when the environment variable
 rejects at run time (a route through IPsec, a device without checksum
 offload) turns GSO off for the socket and resends the group one by one.
 
+**ECN** (docs/protocol.md 7.6). Where a loopback probe shows the kernel sets
+and reports the codepoint, a send with a codepoint other than the socket's
+default (Not-ECT, left as it is, so nothing is ever marked by accident:
+handshakes, admission replies, connections not or no longer marking) adds an
+``IP_TOS`` / ``IPV6_TCLASS`` control message to its ``sendmsg``, once per GSO
+group, so no send calls ``setsockopt`` and an unmarked send stays a plain
+``sendto`` (a marked single datagram costs about 1 us more). ``IP_RECVTOS`` /
+``IPV6_RECVTCLASS`` make the kernel report each datagram's codepoint; a GRO
+buffer has one for all its segments (the kernel only coalesces datagrams
+whose TOS matches). ``SEAMLESS_NO_ECN=1``, ``ecn=False`` or a failed probe
+leave the socket as it was: every datagram goes Not-ECT and is reported as
+such.
+
 No trio here: every call is a non-blocking system call; the trio endpoint
 does the waiting.
 """
@@ -48,8 +61,18 @@ GSO_MAX_BYTES = 65507  # 65535 - 20 (IPv4 header) - 8 (UDP header): the largest 
 MAX_UDP_PAYLOAD = 65535  # bytes asked of recvfrom without GRO
 GRO_BUFFER = 1 << 17  # bytes; above the 64 KiB a coalesced GRO buffer can reach, so nothing is truncated
 DISABLE_ENV = "SEAMLESS_NO_GSO"  # set to 1 to use plain sendto/recvfrom
+DISABLE_ECN_ENV = "SEAMLESS_NO_ECN"  # set to 1 to neither set nor read ECN codepoints
+# <linux/in.h> and <linux/in6.h>, for Pythons that do not export them
+IP_TOS = getattr(socket, "IP_TOS", 1)
+IP_RECVTOS = getattr(socket, "IP_RECVTOS", 13)
+IPV6_TCLASS = getattr(socket, "IPV6_TCLASS", 67)
+IPV6_RECVTCLASS = getattr(socket, "IPV6_RECVTCLASS", 66)
+ECT0 = 0b10  # RFC 3168 section 5
+CE = 0b11
+ECN_MASK = 0b11  # the ECN bits of the TOS / traffic class byte
 
 _GRO_CMSG_SPACE = socket.CMSG_SPACE(4) if hasattr(socket, "CMSG_SPACE") else 0  # room for one int
+_CMSG_SPACE_2 = 2 * _GRO_CMSG_SPACE  # a GRO size and a TOS
 # Errors with which a kernel refuses a GSO send it cannot do; a plain send may still work.
 _GSO_REFUSALS = frozenset({errno.EIO, errno.EINVAL, errno.EMSGSIZE, errno.ENOPROTOOPT, errno.EOPNOTSUPP})
 
@@ -94,6 +117,82 @@ def set_dont_fragment(sock: socket.socket, family: int) -> bool:
 
 def offload_disabled_by_env() -> bool:
     return os.environ.get(DISABLE_ENV, "").strip() not in ("", "0")
+
+
+def ecn_disabled_by_env() -> bool:
+    return os.environ.get(DISABLE_ECN_ENV, "").strip() not in ("", "0")
+
+
+def tos_cmsgs(family: int, codepoint: int) -> list[tuple[int, int, bytes]]:
+    """Control messages giving one ``sendmsg`` the ECN ``codepoint`` (an int, as both options take).
+
+    An IPv6 socket gets ``IP_TOS`` as well, for IPv4-mapped destinations.
+    """
+    value = struct.pack("=i", codepoint)
+    if family == socket.AF_INET6:
+        return [(socket.IPPROTO_IPV6, IPV6_TCLASS, value), (socket.IPPROTO_IP, IP_TOS, value)]
+    return [(socket.IPPROTO_IP, IP_TOS, value)]
+
+
+def _enable_ecn(sock: socket.socket) -> None:
+    """Have the kernel report each datagram's codepoint; raises OSError if it refuses."""
+    if sock.family == socket.AF_INET6:
+        sock.setsockopt(socket.IPPROTO_IPV6, IPV6_RECVTCLASS, 1)
+        try:  # IPv4-mapped peers of a dual-stack socket
+            sock.setsockopt(socket.IPPROTO_IP, IP_RECVTOS, 1)
+        except OSError:
+            pass
+    else:
+        sock.setsockopt(socket.IPPROTO_IP, IP_RECVTOS, 1)
+
+
+@functools.cache
+def _kernel_does_ecn(family: int) -> bool:
+    """One loopback round trip, once per process and address family: are codepoints set and seen?
+
+    Sends one plain datagram and one with a control message asking for
+    ECT(0), and checks the receiver reports Not-ECT and ECT(0).
+    """
+    host = "::1" if family == socket.AF_INET6 else "127.0.0.1"
+    try:
+        with socket.socket(family, socket.SOCK_DGRAM) as probe:
+            probe.bind((host, 0))
+            probe.settimeout(0.5)
+            _enable_ecn(probe)
+            me = probe.getsockname()
+            probe.sendto(b"ecn", me)
+            probe.sendmsg([b"ecn"], tos_cmsgs(family, ECT0), 0, me)
+            seen = [ecn_codepoint(probe.recvmsg(16, _CMSG_SPACE_2)[1]) for _ in range(2)]
+    except OSError:
+        return False
+    return seen == [0, ECT0]
+
+
+def probe_ecn(sock: socket.socket, *, allow: bool = True) -> bool:
+    """Turn on ECN for ``sock`` where the kernel supports it; False leaves the socket untouched."""
+    if not allow or ecn_disabled_by_env() or not sys.platform.startswith("linux") or not _GRO_CMSG_SPACE:
+        return False
+    if sock.type != socket.SOCK_DGRAM or sock.family not in (socket.AF_INET, socket.AF_INET6):
+        return False
+    if not _kernel_does_ecn(sock.family):
+        return False
+    try:
+        _enable_ecn(sock)
+    except OSError:
+        return False
+    return True
+
+
+def ecn_codepoint(ancdata: Sequence[tuple[int, int, bytes]]) -> int:
+    """The ECN codepoint from an ``IP_TOS`` / ``IPV6_TCLASS`` control message, 0 (Not-ECT) if none."""
+    for level, kind, data in ancdata:
+        if data and (
+            (level == socket.IPPROTO_IP and kind == IP_TOS)
+            or (level == socket.IPPROTO_IPV6 and kind == IPV6_TCLASS)
+        ):
+            value = data[0] if len(data) < 4 else int.from_bytes(data[:4], sys.byteorder)  # u8 or int
+            return value & ECN_MASK
+    return 0
 
 
 @functools.cache
@@ -202,12 +301,19 @@ class BatchSocket:
         sock: socket.socket,
         *,
         offload: bool = True,
+        ecn: bool = True,
         count_drop: Callable[[str], None] | None = None,
     ) -> None:
         self.sock = sock
         probed = probe_offload(sock, allow=offload)
         self.gso = probed.gso
         self.gro = probed.gro
+        self.ecn = probe_ecn(sock, allow=ecn)  # the socket sends Not-ECT; other codepoints per sendmsg
+        # The control messages that give a send another codepoint than the socket's, by codepoint.
+        self._tos: dict[int, list[tuple[int, int, bytes]]] = {
+            cp: tos_cmsgs(sock.family, cp) for cp in (1, 2, 3)
+        }
+        self._cmsg_space = _CMSG_SPACE_2 if self.ecn else _GRO_CMSG_SPACE
         self._count_drop = count_drop or (lambda reason: None)
         self._buffer = bytearray(GRO_BUFFER) if self.gro else bytearray()
         self._view = memoryview(self._buffer)
@@ -220,25 +326,31 @@ class BatchSocket:
     def offload(self) -> Offload:
         return Offload(gso=self.gso, gro=self.gro)
 
-    def send(self, datagrams: Sequence[tuple[bytes, Address]], start: int = 0) -> int:
-        """Send ``datagrams[start:]``; return the index of the first one left unsent.
+    def send(self, datagrams: Sequence[tuple[bytes, Address]], start: int = 0, ecn: int = 0) -> int:
+        """Send ``datagrams[start:]`` with codepoint ``ecn``; return the index of the first one left unsent.
 
         Stops early only when the kernel buffer is full (``BlockingIOError``);
         datagrams refused for any other reason are counted as dropped and
-        skipped, which loss recovery already handles.
+        skipped, which loss recovery already handles. On a socket without
+        ECN the codepoint is ignored (everything goes Not-ECT).
         """
         sock = self.sock
         index = start
         count = len(datagrams)
         singly_until = index  # datagrams before this index go one by one (a group the kernel refused)
+        tos = self._tos[ecn & ECN_MASK] if self.ecn and ecn else None  # None: the socket's Not-ECT will do
         while index < count:
             data, addr = datagrams[index]
             end = gso_group_end(datagrams, index) if self.gso and index >= singly_until else index + 1
             try:
                 if end - index == 1:
-                    sock.sendto(data, addr)
+                    if tos is None:
+                        sock.sendto(data, addr)
+                    else:
+                        sock.sendmsg([data], tos, 0, addr)
                 else:
-                    sock.sendmsg([d for d, _ in datagrams[index:end]], [gso_cmsg(len(data))], 0, addr)
+                    cmsgs = [gso_cmsg(len(data))] if tos is None else [gso_cmsg(len(data)), *tos]
+                    sock.sendmsg([d for d, _ in datagrams[index:end]], cmsgs, 0, addr)
             except BlockingIOError:
                 return index
             except OSError as exc:
@@ -260,15 +372,19 @@ class BatchSocket:
             index = end
         return index
 
-    def receive(self, out: list[tuple[bytes, Address]], limit: int) -> bool:
+    def receive(
+        self, out: list[tuple[bytes, Address]], limit: int, codepoints: list[int] | None = None
+    ) -> bool:
         """Append received datagrams to ``out`` until it holds ``limit`` or the socket is empty.
 
         Returns True when the socket was drained (it would block), False when
         the batch is full and more may be waiting. A GRO buffer is split
-        whole, so ``out`` may end up a little longer than ``limit``.
+        whole, so ``out`` may end up a little longer than ``limit``. With
+        ``codepoints``, each datagram's ECN codepoint is appended to it, in
+        step with ``out`` (0 on a socket without ECN).
         """
-        if self.gro:
-            return self._receive_gro(out, limit)
+        if self.gro or (self.ecn and codepoints is not None):
+            return self._receive_msg(out, limit, codepoints)
         sock = self.sock
         for _ in range(limit):
             if len(out) >= limit:
@@ -282,17 +398,27 @@ class BatchSocket:
                 continue
             self.receive_calls += 1
             out.append((data, (addr[0], addr[1])))
+            if codepoints is not None:
+                codepoints.append(0)
             self.datagrams_received += 1
         return False
 
-    def _receive_gro(self, out: list[tuple[bytes, Address]], limit: int) -> bool:
+    def _receive_msg(
+        self, out: list[tuple[bytes, Address]], limit: int, codepoints: list[int] | None
+    ) -> bool:
+        """``recvmsg_into`` for control messages: GRO segment sizes and ECN codepoints."""
         sock = self.sock
+        if not self._buffer:
+            self._buffer = bytearray(MAX_UDP_PAYLOAD)
+            self._view = memoryview(self._buffer)
         view = self._view
+        space = self._cmsg_space
+        ecn = self.ecn
         for _ in range(limit):
             if len(out) >= limit:
                 return False
             try:
-                nbytes, ancdata, flags, addr = sock.recvmsg_into((view,), _GRO_CMSG_SPACE)
+                nbytes, ancdata, flags, addr = sock.recvmsg_into((view,), space)
             except BlockingIOError:
                 return True
             except OSError:
@@ -304,11 +430,19 @@ class BatchSocket:
                 continue
             peer = (addr[0], addr[1])
             segment_size = gro_segment_size(ancdata) if ancdata else 0
+            before = len(out)
             if segment_size and nbytes > segment_size:
                 for datagram in split_gro(view[:nbytes], segment_size):
                     out.append((datagram, peer))
-                    self.datagrams_received += 1
             else:
                 out.append((bytes(view[:nbytes]), peer))
-                self.datagrams_received += 1
+            added = len(out) - before
+            self.datagrams_received += added
+            if codepoints is not None:
+                # One TOS control message covers every segment of a GRO buffer.
+                codepoint = ecn_codepoint(ancdata) if ecn and ancdata else 0
+                if added == 1:
+                    codepoints.append(codepoint)
+                else:
+                    codepoints.extend([codepoint] * added)
         return False

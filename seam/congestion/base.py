@@ -23,10 +23,11 @@ class CongestionController(abc.ABC):
     """Decides how many bytes may be in flight; fed by :class:`seam.recovery.LossRecovery`.
 
     Per ACK, recovery calls ``on_packets_acked``, then ``on_packets_lost`` (if
-    the ACK revealed losses), then ``on_rate_sample`` (only for controllers
-    that set ``wants_rate_samples``). Window-based controllers implement the
-    first two; model-based ones (BBR) mostly the last, and also say how fast
-    to pace through ``pacing_rate``.
+    the ACK revealed losses), then ``on_ecn_ce`` (if it reported new CE marks),
+    then ``on_rate_sample`` (only for controllers that set
+    ``wants_rate_samples``). Window-based controllers implement the first two;
+    model-based ones (BBR) mostly the last, and also say how fast to pace
+    through ``pacing_rate``.
     """
 
     name: ClassVar[str]
@@ -37,6 +38,7 @@ class CongestionController(abc.ABC):
         self.congestion_window = initial_window(max_datagram_size)
         self.ssthresh: int | None = None
         self.minimum_window = K_MINIMUM_WINDOW_PACKETS * max_datagram_size
+        self._recovery_start = float("-inf")  # RFC 9002 B.2 congestion_recovery_start_time
 
     def on_packet_sent(self, packet: SentPacket, bytes_in_flight: int, now: float) -> None:  # noqa: B027
         """Optional hook; window-based controllers need nothing here."""
@@ -55,6 +57,34 @@ class CongestionController(abc.ABC):
         window slow-starts back up to there.
         """
         self.congestion_window = self.minimum_window
+
+    def in_recovery(self, sent_time: float) -> bool:
+        """RFC 9002 B.5 InCongestionRecovery: was a packet sent at ``sent_time`` sent before the last cut?"""
+        return sent_time <= self._recovery_start
+
+    def on_congestion_event(self, sent_time: float, now: float) -> None:
+        """RFC 9002 B.6 OnCongestionEvent: halve the window, once per recovery period.
+
+        ``sent_time`` is when the packet that carried the signal (the newest lost
+        packet, or the newest acknowledged one for CE) was sent; signals about
+        packets sent before the last reduction are the same congestion episode.
+        """
+        if self.in_recovery(sent_time):
+            return
+        self._recovery_start = now
+        self.congestion_window = max(
+            int(self.congestion_window * K_LOSS_REDUCTION_FACTOR), self.minimum_window
+        )
+        self.ssthresh = self.congestion_window
+
+    def on_ecn_ce(self, ce_marks: int, sent_time: float, now: float) -> None:
+        """A validated ACK reported ``ce_marks`` new CE marks (RFC 9002 section 7.1 and B.7).
+
+        The default treats it as a loss with nothing to retransmit: one
+        ``on_congestion_event`` per recovery period, timed by the send time of
+        the newest packet the ACK acknowledged.
+        """
+        self.on_congestion_event(sent_time, now)
 
     def on_rate_sample(self, sample: RateSample, now: float, rtt: RttEstimator) -> None:  # noqa: B027
         """Optional hook: one delivery-rate sample per ACK that newly acknowledged data."""

@@ -34,13 +34,26 @@ Delivery-rate samples come from :class:`seam.recovery.LossRecovery`
 (``wants_rate_samples``); the per-ACK work is :meth:`BBR.on_rate_sample` and
 the per-loss work :meth:`BBR.on_packets_lost`, called before it for the same ACK.
 
+ECN (docs/protocol.md 7.6). The draft leaves BBR's response to ECN open
+(section 3.7 of -04); this follows Linux's BBRv3 (tcp_bbr.c, google/bbr v3),
+in bytes: ``ecn_alpha`` is an EWMA (gain 1/16, starting at 1) of the share of
+each round's delivered data that was CE-marked; a rate sample more than half
+CE-marked means inflight is too high, which bounds ``inflight_longterm``
+while probing exactly as loss does (``bbr_is_inflight_too_high``); a round
+with CE outside probing cuts ``inflight_shortterm`` by ``ecn_alpha / 3``
+(``bbr_ecn_lower_bounds``); and two Startup rounds at least half marked end
+Startup (``bbr_check_ecn_too_high_in_startup``). Unlike Linux, which by
+default applies this only below 5 ms of min_rtt (shallow data-centre
+marking), Seam applies it at any RTT once a CE mark has been seen: a
+connection only sees CE where a queue marks instead of dropping.
+
 Persistent congestion (RFC 9002 section 7.6) stands in for the RTO of section
 5.6.4.4: the window collapses to the minimum and regrows by what is acked, up
 to the model's bound (``_set_cwnd``); the model itself is kept.
 
 Left out, as QUIC-irrelevant or deliberately simplified: the cwnd save/restore
 around fast recovery and the RTO (section 5.6.4.4; Seam's PTO sends probes past
-the window instead, and nothing is restored after persistent congestion), ECN,
+the window instead, and nothing is restored after persistent congestion),
 undo of spurious loss, and TSO-specific quantisation (the offload budget is
 kept as 3 send quanta, as for TCP).
 """
@@ -86,6 +99,12 @@ MAX_PROBE_UP_ROUNDS = 30  # cap on the doubling of inflight_longterm growth, sec
 SEND_QUANTUM_TIME = 0.001  # seconds of pacing per send quantum, section 5.6.3
 SEND_QUANTUM_MAX = 64 * 1024  # bytes, section 5.6.3
 NO_RTT_SRTT = 0.001  # seconds assumed for the initial pacing rate before any RTT sample, section 5.6.2
+# ECN, from Linux tcp_bbr.c (BBRv3, google/bbr branch v3); the draft does not specify it (section 3.7)
+ECN_ALPHA_GAIN = 1 / 16  # EWMA gain of ecn_alpha per round (bbr_ecn_alpha_gain)
+ECN_ALPHA_INIT = 1.0  # ecn_alpha before any round is measured: respond fully at first (bbr_ecn_alpha_init)
+ECN_FACTOR = 1 / 3  # a round with CE cuts inflight_shortterm by ecn_alpha x this (bbr_ecn_factor)
+ECN_THRESH = 0.5  # CE-marked share of a sample's delivery that means inflight is too high (bbr_ecn_thresh)
+FULL_ECN_COUNT = 2  # Startup rounds at ECN_THRESH or more that end Startup (bbr_full_ecn_cnt)
 
 INFINITY = math.inf
 
@@ -215,6 +234,14 @@ class BBR(CongestionController):
         self._loss_round_start = False
         self._bw_latest = 0.0
         self._inflight_latest = 0
+        # ECN (see the module docstring)
+        self.ecn_alpha = ECN_ALPHA_INIT
+        self.ecn_eligible = False  # a CE mark has been seen: the path marks instead of dropping
+        self._ecn_in_round = False
+        self._delivered_ce = 0  # CE-marked bytes delivered, as the rate samples report them
+        self._alpha_last_delivered = 0
+        self._alpha_last_delivered_ce = 0
+        self._startup_ecn_rounds = 0
         # connection state as BBR sees it
         self._delivered = 0  # C.delivered after the last ACK
         self._bytes_in_flight = 0
@@ -246,8 +273,9 @@ class BBR(CongestionController):
     def pacing_rate(self, rtt: RttEstimator) -> float | None:
         if self._pacing_rate > 0:
             return self._pacing_rate
-        # BBRInitPacingRate (section 5.6.2), until the first rate sample.
-        srtt = rtt.smoothed_rtt if rtt.has_sample else NO_RTT_SRTT
+        # BBRInitPacingRate (section 5.6.2), until the first rate sample. A zero RTT sample (an ACK
+        # in the same instant as the send, only ever forged) counts as no sample.
+        srtt = rtt.smoothed_rtt if rtt.has_sample and rtt.smoothed_rtt > 0 else NO_RTT_SRTT
         return STARTUP_PACING_GAIN * self.initial_cwnd / srtt
 
     @property
@@ -299,6 +327,9 @@ class BBR(CongestionController):
                 lost_prev = lost - size
                 lost_prefix = (LOSS_THRESH * inflight_prev - lost_prev) / (1 - LOSS_THRESH)
                 self._handle_inflight_too_high(inflight_prev + lost_prefix, packet.is_app_limited, now)
+
+    def on_ecn_ce(self, ce_marks: int, sent_time: float, now: float) -> None:
+        """Nothing here: BBR reads CE marks from the rate sample that follows (``sample.newly_ce``)."""
 
     def on_persistent_congestion(self, now: float) -> None:
         """An outage: collapse to BBR's minimum window (BBROnEnterRTO, section 5.6.4.4), but keep
@@ -438,11 +469,13 @@ class BBR(CongestionController):
 
     def _reset_congestion_signals(self) -> None:
         self._loss_in_round = False
+        self._ecn_in_round = False
         self._bw_latest = 0.0
         self._inflight_latest = 0
 
     def _update_congestion_signals(self, sample: RateSample, app_limited: bool) -> None:
         self._update_max_bw(sample, app_limited)
+        self._update_ecn_alpha(sample)
         if not self._loss_round_start:
             return  # once per round trip
         lost, self._loss_round_lost = self._loss_round_lost, 0
@@ -453,19 +486,45 @@ class BBR(CongestionController):
         # loss sets bw_shortterm to what the round delivered, which pacing at 99 % of bw keeps
         # ~1 % under it: on a path with 1 % random loss and no jitter that ratchets the rate
         # down ~1 % per round trip, to 65 % of the link (sans-IO pair, 6.25 MB/s, 40 ms).
-        too_lossy = lost > LOSS_THRESH * (lost + delivered)
-        if self.state not in PROBING_STATES and self._loss_in_round and too_lossy:
+        too_lossy = self._loss_in_round and lost > LOSS_THRESH * (lost + delivered)
+        if self.state not in PROBING_STATES and (too_lossy or self._ecn_in_round):
             # BBRAdaptLowerBoundsFromCongestion: adapt to the latest delivery process.
-            if self.bw_shortterm == INFINITY:
-                self.bw_shortterm = self.max_bw
             if self.inflight_shortterm == INFINITY:
                 self.inflight_shortterm = self.congestion_window
-            # bw_latest is what a round paced at (1 - PACING_MARGIN) x bw delivered: measured
-            # against bw, not against the pacing rate, it would read the margin as congestion.
-            latest = self._bw_latest / (1 - PACING_MARGIN)
-            self.bw_shortterm = max(latest, BETA * self.bw_shortterm)
-            self.inflight_shortterm = max(self._inflight_latest, BETA * self.inflight_shortterm)
+            ecn_inflight = INFINITY
+            if self._ecn_in_round:  # Linux bbr_ecn_lower_bounds: the volume only, by ecn_alpha / 3
+                ecn_inflight = self.inflight_shortterm * (1 - self.ecn_alpha * ECN_FACTOR)
+            if too_lossy:
+                if self.bw_shortterm == INFINITY:
+                    self.bw_shortterm = self.max_bw
+                # bw_latest is what a round paced at (1 - PACING_MARGIN) x bw delivered: measured
+                # against bw, not against the pacing rate, it would read the margin as congestion.
+                latest = self._bw_latest / (1 - PACING_MARGIN)
+                self.bw_shortterm = max(latest, BETA * self.bw_shortterm)
+                self.inflight_shortterm = max(self._inflight_latest, BETA * self.inflight_shortterm)
+            self.inflight_shortterm = min(self.inflight_shortterm, ecn_inflight)
         self._loss_in_round = False
+        self._ecn_in_round = False
+
+    def _update_ecn_alpha(self, sample: RateSample) -> None:
+        """Linux bbr_update_ecn_alpha: once per round, ecn_alpha follows the round's CE-marked share."""
+        if sample.newly_ce:
+            self._delivered_ce += sample.newly_ce
+            self.ecn_eligible = True
+            self._ecn_in_round = True
+        if not self.round_start:
+            return
+        delivered = sample.delivered_total - self._alpha_last_delivered
+        if self.ecn_eligible and delivered > 0:
+            ce_ratio = (self._delivered_ce - self._alpha_last_delivered_ce) / delivered
+            self.ecn_alpha = min((1 - ECN_ALPHA_GAIN) * self.ecn_alpha + ECN_ALPHA_GAIN * ce_ratio, 1.0)
+            if not self.full_bw_reached:  # bbr_check_ecn_too_high_in_startup
+                self._startup_ecn_rounds = self._startup_ecn_rounds + 1 if ce_ratio >= ECN_THRESH else 0
+                if self._startup_ecn_rounds >= FULL_ECN_COUNT:
+                    self.full_bw_reached = True  # the queue is too high: Startup is over
+                    self.inflight_longterm = max(self._bdp_multiple(1.0), float(self._inflight_latest))
+        self._alpha_last_delivered = sample.delivered_total
+        self._alpha_last_delivered_ce = self._delivered_ce
 
     def _reset_short_term_model(self) -> None:
         self.bw_shortterm = INFINITY
@@ -480,7 +539,11 @@ class BBR(CongestionController):
             self._start_probe_bw_down(now)
 
     def _is_inflight_too_high(self, sample: RateSample) -> bool:
-        return sample.lost > sample.tx_in_flight * LOSS_THRESH
+        return sample.lost > sample.tx_in_flight * LOSS_THRESH or self._is_ecn_too_high(sample)
+
+    def _is_ecn_too_high(self, sample: RateSample) -> bool:
+        """Linux bbr_is_inflight_too_high, ECN half: over half of the sample's delivery was CE-marked."""
+        return self.ecn_eligible and sample.ce_delivered > ECN_THRESH * sample.delivered > 0
 
     # ------------------------------------------------------ Startup, Drain
 
@@ -575,7 +638,7 @@ class BBR(CongestionController):
         """BBRUpdateProbeBWCyclePhase (section 5.3.3.6)."""
         if not self.full_bw_reached:
             return
-        self._adapt_long_term_model(sample, app_limited)
+        self._adapt_long_term_model(sample, app_limited, now)
         state = self.state
         if state is State.PROBE_BW_DOWN:
             if self._is_time_to_probe_bw(now):
@@ -613,7 +676,7 @@ class BBR(CongestionController):
             return True
         return False
 
-    def _adapt_long_term_model(self, sample: RateSample, app_limited: bool) -> None:
+    def _adapt_long_term_model(self, sample: RateSample, app_limited: bool, now: float) -> None:
         """BBRAdaptLongTermModel (section 5.3.3.6)."""
         if self._ack_phase is _AckPhase.PROBE_STARTING and self.round_start:
             self._ack_phase = _AckPhase.PROBE_FEEDBACK  # samples from the probe are arriving
@@ -625,6 +688,10 @@ class BBR(CongestionController):
             if self.state in PROBE_BW_STATES and not app_limited:
                 self._advance_max_bw_filter()
         if self._is_inflight_too_high(sample):
+            if self._bw_probe_samples and self._is_ecn_too_high(sample):
+                # Too much CE while probing: bound the volume as loss does (losses are handled as
+                # they are declared, in on_packets_lost).
+                self._handle_inflight_too_high(sample.tx_in_flight, app_limited, now)
             return
         if self.inflight_longterm == INFINITY:
             return  # no upper bound to raise

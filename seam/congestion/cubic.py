@@ -20,7 +20,6 @@ class Cubic(CongestionController):
 
     def __init__(self, *, max_datagram_size: int = 1200) -> None:
         super().__init__(max_datagram_size=max_datagram_size)
-        self._recovery_start = float("-inf")
         self._epoch_start: float | None = None
         self.w_max = 0.0  # segments
         self.k = 0.0  # seconds
@@ -68,7 +67,12 @@ class Cubic(CongestionController):
         self._epoch_start = None
 
     def on_packets_lost(self, packets: list[SentPacket], now: float, rtt: RttEstimator) -> None:
-        if not packets or max(p.time_sent for p in packets) <= self._recovery_start:
+        if packets:
+            self.on_congestion_event(max(p.time_sent for p in packets), now)
+
+    def on_congestion_event(self, sent_time: float, now: float) -> None:
+        """RFC 9438 section 4.6: multiplicative decrease by beta, once per recovery period (loss or CE)."""
+        if self.in_recovery(sent_time):
             return
         self._recovery_start = now
         mds = self.max_datagram_size

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from seam.congestion.base import K_LOSS_REDUCTION_FACTOR, CongestionController, register
+from seam.congestion.base import CongestionController, register
 
 if TYPE_CHECKING:
     from seam.recovery import RttEstimator, SentPacket
@@ -16,7 +16,6 @@ class NewReno(CongestionController):
 
     def __init__(self, *, max_datagram_size: int = 1200) -> None:
         super().__init__(max_datagram_size=max_datagram_size)
-        self._recovery_start = float("-inf")
         self._acked_bytes = 0
 
     def on_packets_acked(self, packets: list[SentPacket], now: float, rtt: RttEstimator) -> None:
@@ -32,10 +31,5 @@ class NewReno(CongestionController):
                     self.congestion_window += self.max_datagram_size
 
     def on_packets_lost(self, packets: list[SentPacket], now: float, rtt: RttEstimator) -> None:
-        if not packets or max(p.time_sent for p in packets) <= self._recovery_start:
-            return
-        self._recovery_start = now
-        self.congestion_window = max(
-            int(self.congestion_window * K_LOSS_REDUCTION_FACTOR), self.minimum_window
-        )
-        self.ssthresh = self.congestion_window
+        if packets:
+            self.on_congestion_event(max(p.time_sent for p in packets), now)
