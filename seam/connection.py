@@ -1020,8 +1020,11 @@ class Connection:
         largest = frame.ranges[0][1]
         if largest >= self._next_pn:
             raise RemoteProtocolError("ACK of a packet never sent")
+        largest_before = self._recovery.largest_acked
         acked, lost = self._recovery.on_ack_received(frame.ranges, frame.ack_delay_us / 1e6, now, frame.ecn)
         fec_tx = self._fec_tx
+        # docs/fec.md 4: losses the peer repaired are still the path's loss (before blocks resolve)
+        hidden = fec_tx.hidden_losses((p.packet_number for p in acked), largest_before)
         # docs/fec.md 5: parked packets this ACK covers were recovered (or only reordered).
         for pn in fec_tx.on_ack_ranges(frame.ranges):
             self._on_packet_acked(self._fec_deferred.pop(pn))
@@ -1037,7 +1040,7 @@ class Connection:
         lost_count = len(lost) - self._handle_lost(lost, now)  # MTU probes are not the path's loss
         resolved = len(acked) - acked_probes + lost_count
         if resolved:
-            fec_tx.on_loss_sample(lost_count, resolved)
+            fec_tx.on_loss_sample(lost_count + hidden, resolved)
         if acked:
             self._probes_owed = 0
 

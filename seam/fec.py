@@ -664,6 +664,18 @@ class FecEncoder:
 
     # -- loss and acknowledgement
 
+    def hidden_losses(self, acked: Iterable[int], largest_acked_before: int) -> int:
+        """Newly acknowledged protected packets that a later packet's ACK had overtaken.
+
+        A source packet the peer rebuilt from repairs is acknowledged as received,
+        usually before loss detection declares it lost, so it never reaches
+        :meth:`on_loss_sample` as a loss: count it here (an ACK arriving after a
+        later packet's is the trace it leaves; a merely reordered packet looks the
+        same and counts too). Call before the ACK's repairs resolve their blocks.
+        """
+        blocks = self._pn_block
+        return sum(1 for pn in acked if pn < largest_acked_before and pn in blocks)
+
     def defer_loss(self, packet_number: int) -> bool:
         """Loss detection declared ``packet_number`` lost: should its retransmission wait?
 

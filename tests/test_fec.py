@@ -595,3 +595,15 @@ def test_fixed_fec_recovers_every_block_within_its_budget() -> None:
     # With K=10, M=3 and 3 % loss almost every block has at most 3 erasures.
     lost = sum(1 for pn in link.sent if pn not in link.arrived)
     assert link.missing() <= lost // 10
+
+
+def test_hidden_losses_are_protected_packets_acknowledged_after_a_later_one() -> None:
+    """A packet the peer rebuilt is acked as received; only its lateness tells the sender."""
+    encoder = FecEncoder(FecPolicy("fixed", 4, 1))
+    for pn in range(10, 14):
+        encoder.add(pn, b"payload %d" % pn)  # one full block: 10..13
+    assert encoder.pop_repair() is not None
+    # 11 was lost and rebuilt: its ACK comes after 12's and 13's (largest acked then 14).
+    assert encoder.hidden_losses([11], largest_acked_before=14) == 1
+    assert encoder.hidden_losses([10, 11, 12, 13], largest_acked_before=9) == 0  # in order
+    assert encoder.hidden_losses([5, 20], largest_acked_before=30) == 0  # not protected
