@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import itertools
 import json
 import os
@@ -728,9 +729,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         peers += [Peer(f"ssh-{cc}", "ssh", cc) for cc in args.ssh_cc.split(",")] if ssh_dir else []
         peers += [Peer(f"aioquic-{args.aioquic_cc}", "aioquic", args.aioquic_cc)]
         peers += [Peer(f"seam-{cc}", "seam", cc) for cc in seam_cc]
-        if args.peers:
-            wanted = set(args.peers.split(","))
-            peers = [p for p in peers if p.name in wanted]
+        peers = chosen(peers, args.peers)
         print(header(args, has_bbr, ssh_dir is not None, seam_cc), flush=True)
         if not args.no_calibrate:
             print(calibration(), flush=True)
@@ -739,16 +738,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         for key in keys:
             profile = PROFILES[key]
             seconds = BLACKOUT_AT + BLACKOUT_FOR + BLACKOUT_AFTER if profile.blackout else args.seconds
-            outcomes: dict[str, list[Outcome]] = {p.name: [] for p in peers}
             began = time.monotonic()
-            # The forwarder stops by itself once every transfer could have timed out.
-            budget = args.runs * len(peers) * (seconds + EXTRA_TIMEOUT + READY_TIMEOUT) + 60
             link_profile = with_ecn_marking(profile.link, args.ecn) if args.ecn is not None else profile.link
-            with Link(link_profile, max_seconds=budget, seed=args.seed) as link:
-                for _ in range(args.runs):
-                    for peer in peers:
-                        outcomes[peer.name].append(bench.measure(link, profile, peer, seconds))
-                stats = link.stats()
+            measure = functools.partial(bench.measure, profile=profile, seconds=seconds)
+            outcomes, stats = run_interleaved(args, link_profile, peers, seconds, measure)
             rate = f"link rate {profile.rate_mbit * 1e6 / 8 / 1e6:.2f} MB/s; " if profile.rate_mbit else ""
             print(f"\n### {profile.title}\n")
             print(
@@ -757,9 +750,48 @@ def main(argv: Sequence[str] | None = None) -> None:
             )
             print("\n".join(table(profile, peers, outcomes)))
             print(f"\n{emulator_summary(stats)}", flush=True)
-            raw[key] = {"emulator": stats, "runs": {k: [asdict(o) for o in v] for k, v in outcomes.items()}}
-            if args.json:
-                args.json.write_text(json.dumps(raw))
+            record(args, raw, key, stats, outcomes)
+
+
+def chosen(peers: list[Peer], names: str | None) -> list[Peer]:
+    """``peers``, narrowed to the comma-separated ``--peers`` names when given."""
+    if not names:
+        return peers
+    wanted = set(names.split(","))
+    return [p for p in peers if p.name in wanted]
+
+
+def run_interleaved(
+    args: argparse.Namespace,
+    link_profile: LinkProfile | None,
+    peers: Sequence[Peer],
+    seconds: float,
+    measure: Callable[..., T],
+) -> tuple[dict[str, list[T]], dict[str, Any] | None]:
+    """``args.runs`` rounds of every peer in turn over one link, each ``measure(link=, peer=)``;
+    the outcomes and the link's stats."""
+    outcomes: dict[str, list[T]] = {p.name: [] for p in peers}
+    # The forwarder stops by itself once every transfer could have timed out.
+    budget = args.runs * len(peers) * (seconds + EXTRA_TIMEOUT + READY_TIMEOUT) + 60
+    with Link(link_profile, max_seconds=budget, seed=args.seed) as link:
+        for _ in range(args.runs):
+            for peer in peers:
+                outcomes[peer.name].append(measure(link=link, peer=peer))
+        stats = link.stats()
+    return outcomes, stats
+
+
+def record(
+    args: argparse.Namespace,
+    raw: dict[str, Any],
+    key: str,
+    stats: dict[str, Any] | None,
+    outcomes: dict[str, list[Any]],
+) -> None:
+    """Keep one profile's raw figures, and rewrite ``--json`` with everything so far."""
+    raw[key] = {"emulator": stats, "runs": {k: [asdict(o) for o in v] for k, v in outcomes.items()}}
+    if args.json:
+        args.json.write_text(json.dumps(raw))
 
 
 def latency_main(args: argparse.Namespace, keys: Sequence[str]) -> None:
@@ -772,9 +804,7 @@ def latency_main(args: argparse.Namespace, keys: Sequence[str]) -> None:
         peers = [Peer("tcp-cubic", "tcp", "cubic")]
         peers += [Peer("tcp-bbr", "tcp", "bbr")] if has_bbr else []
         peers += [Peer(f"seam-{cc}", "seam", cc) for cc in seam_cc]
-        if args.peers:
-            wanted = set(args.peers.split(","))
-            peers = [p for p in peers if p.name in wanted]
+        peers = chosen(peers, args.peers)
         load = os.getloadavg()
         print(
             "\n".join(
@@ -804,14 +834,9 @@ def latency_main(args: argparse.Namespace, keys: Sequence[str]) -> None:
         raw: dict[str, Any] = {}
         for key in keys:
             profile = PROFILES[key]
-            outcomes: dict[str, list[LatencyOutcome]] = {p.name: [] for p in peers}
             began = time.monotonic()
-            budget = args.runs * len(peers) * (args.seconds + EXTRA_TIMEOUT + READY_TIMEOUT) + 60
-            with Link(profile.link, max_seconds=budget, seed=args.seed) as link:
-                for _ in range(args.runs):
-                    for peer in peers:
-                        outcomes[peer.name].append(bench.measure_latency(link, peer, args.seconds))
-                stats = link.stats()
+            measure = functools.partial(bench.measure_latency, seconds=args.seconds)
+            outcomes, stats = run_interleaved(args, profile.link, peers, args.seconds, measure)
             print(f"\n### {profile.title}\n")
             print(
                 f"{args.runs} run(s) per peer; profile took {time.monotonic() - began:.0f} s; "
@@ -819,9 +844,7 @@ def latency_main(args: argparse.Namespace, keys: Sequence[str]) -> None:
             )
             print("\n".join(latency_table(profile, peers, outcomes)))
             print(f"\n{emulator_summary(stats)}", flush=True)
-            raw[key] = {"emulator": stats, "runs": {k: [asdict(o) for o in v] for k, v in outcomes.items()}}
-            if args.json:
-                args.json.write_text(json.dumps(raw))
+            record(args, raw, key, stats, outcomes)
 
 
 def with_ecn_marking(link: LinkProfile | None, share: float) -> LinkProfile | None:

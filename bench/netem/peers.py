@@ -39,6 +39,7 @@ import resource
 import socket
 import struct
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 TICK = 0.1  # seconds between receiver byte-count samples
@@ -317,60 +318,45 @@ def seam_lat_recv(args: argparse.Namespace) -> None:
 def seam_lat_send(args: argparse.Namespace) -> None:
     import trio
 
-    import seam
+    async def send(conn: Any, stream: Any, out: dict[str, Any]) -> None:
+        schedule = Schedule(time.monotonic(), args.rate, args.seconds)
+        emit({"started": schedule.started})
+        fec_on = 0  # 100 ms samples in which "auto" would protect a block (repair_count > 0)
+        samples = 0
+        window: list[tuple[float, int, int]] = []  # (s since start, cwnd, bytes in flight): stalls
 
-    out: dict[str, Any] = {"sent": 0, "reply": None, "error": None}
-    cpu0 = cpu_seconds()
+        async def watch() -> None:
+            nonlocal fec_on, samples
+            while True:
+                await trio.sleep(TICK)
+                samples += 1
+                stats = conn.stats()
+                fec_on += stats.fec_repair_count > 0
+                elapsed = round(time.monotonic() - schedule.started, 2)
+                window.append((elapsed, stats.congestion_window, stats.bytes_in_flight))
 
-    async def run() -> None:
-        config = seam_config(args)
-        keys = seam.PublicKeys.from_hex(args.x25519, args.kem)
-        async with seam.connect(args.host, args.port, server_keys=keys, config=config) as conn:
-            stream = await conn.open_stream()
-            schedule = Schedule(time.monotonic(), args.rate, args.seconds)
-            emit({"started": schedule.started})
-            fec_on = 0  # 100 ms samples in which "auto" would protect a block (repair_count > 0)
-            samples = 0
-            window: list[tuple[float, int, int]] = []  # (s since start, cwnd, bytes in flight): stalls
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(watch)
+            for i in range(schedule.count):
+                # trio's clock is not time.monotonic() (it adds a random offset): sleep a duration.
+                await trio.sleep(max(0.0, schedule.due(i) - time.monotonic()))
+                await stream.send_all(schedule.stamp(i, args.message_size))
+                out["sent"] += 1
+            nursery.cancel_scope.cancel()
+        out["late_max_ms"] = round(schedule.late_max * 1000, 2)
+        out["fec_on_fraction"] = round(fec_on / samples, 3) if samples else None
+        out["window"] = window
 
-            async def watch() -> None:
-                nonlocal fec_on, samples
-                while True:
-                    await trio.sleep(TICK)
-                    samples += 1
-                    stats = conn.stats()
-                    fec_on += stats.fec_repair_count > 0
-                    elapsed = round(time.monotonic() - schedule.started, 2)
-                    window.append((elapsed, stats.congestion_window, stats.bytes_in_flight))
+    def report(stats: Any, out: dict[str, Any]) -> None:
+        out["packets_sent"] = stats.packets_sent
+        out["packets_lost"] = stats.packets_lost
+        out["packets_retransmitted"] = stats.packets_retransmitted
+        out["fec_repairs_sent"] = stats.fec_repairs_sent
+        out["fec_retransmissions_avoided"] = stats.fec_retransmissions_avoided
+        out["fec_loss_rate"] = round(stats.fec_loss_rate, 5)
+        out["srtt_ms"] = round(stats.smoothed_rtt * 1000, 2)
 
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(watch)
-                for i in range(schedule.count):
-                    # trio's clock is not time.monotonic() (it adds a random offset): sleep a duration.
-                    await trio.sleep(max(0.0, schedule.due(i) - time.monotonic()))
-                    await stream.send_all(schedule.stamp(i, args.message_size))
-                    out["sent"] += 1
-                nursery.cancel_scope.cancel()
-            out["late_max_ms"] = round(schedule.late_max * 1000, 2)
-            out["fec_on_fraction"] = round(fec_on / samples, 3) if samples else None
-            out["window"] = window
-            await stream.send_eof()
-            out["reply"] = await seam_reply(stream)
-            stats = conn.stats()
-            out["packets_sent"] = stats.packets_sent
-            out["packets_lost"] = stats.packets_lost
-            out["packets_retransmitted"] = stats.packets_retransmitted
-            out["fec_repairs_sent"] = stats.fec_repairs_sent
-            out["fec_retransmissions_avoided"] = stats.fec_retransmissions_avoided
-            out["fec_loss_rate"] = round(stats.fec_loss_rate, 5)
-            out["srtt_ms"] = round(stats.smoothed_rtt * 1000, 2)
-
-    try:
-        trio.run(run)
-    except Exception as exc:
-        out["error"] = _describe(exc)
-    out["cpu"] = cpu_seconds() - cpu0
-    emit(out)
+    seam_sender(args, send, report)
 
 
 def _describe(exc: BaseException) -> str:
@@ -512,6 +498,43 @@ def seam_recv(args: argparse.Namespace) -> None:
 
 
 def seam_send(args: argparse.Namespace) -> None:
+    srtts: list[float] = []  # smoothed RTT every 100 ms while sending
+
+    async def send(conn: Any, stream: Any, out: dict[str, Any]) -> None:
+        data = os.urandom(CHUNK)
+        started = time.monotonic()
+        emit({"started": started})
+        deadline = started + args.seconds
+        next_sample = started + 0.1
+        while (now := time.monotonic()) < deadline:
+            await stream.send_all(data)
+            out["sent"] += len(data)
+            if now >= next_sample:
+                srtts.append(conn.stats().smoothed_rtt)
+                next_sample = now + 0.1
+
+    def report(stats: Any, out: dict[str, Any]) -> None:
+        out["packets_lost"] = stats.packets_lost
+        out["packets_retransmitted"] = stats.packets_retransmitted
+        out["srtt_ms"] = round(stats.smoothed_rtt * 1000, 2)
+        out["datagram_size"] = stats.datagram_size
+        out["ecn"] = stats.ecn_state
+        out["ce_marks"] = stats.ecn_ce_marks
+        if srtts:
+            srtts.sort()
+            out["srtt_p50_ms"] = round(srtts[len(srtts) // 2] * 1000, 2)
+            out["srtt_p95_ms"] = round(srtts[int(0.95 * len(srtts))] * 1000, 2)
+
+    seam_sender(args, send, report)
+
+
+def seam_sender(
+    args: argparse.Namespace,
+    send: Callable[[Any, Any, dict[str, Any]], Awaitable[None]],
+    report: Callable[[Any, dict[str, Any]], None],
+) -> None:
+    """One Seam sender: connect, ``send(conn, stream, out)`` on one stream, EOF, the
+    receiver's count, then ``report(conn.stats(), out)``; errors and CPU go in ``out``."""
     import trio
 
     import seam
@@ -520,35 +543,13 @@ def seam_send(args: argparse.Namespace) -> None:
     cpu0 = cpu_seconds()
 
     async def run() -> None:
-        config = seam_config(args)
         keys = seam.PublicKeys.from_hex(args.x25519, args.kem)
-        data = os.urandom(CHUNK)
-        async with seam.connect(args.host, args.port, server_keys=keys, config=config) as conn:
+        async with seam.connect(args.host, args.port, server_keys=keys, config=seam_config(args)) as conn:
             stream = await conn.open_stream()
-            started = time.monotonic()
-            emit({"started": started})
-            deadline = started + args.seconds
-            srtts: list[float] = []  # smoothed RTT every 100 ms while sending
-            next_sample = started + 0.1
-            while (now := time.monotonic()) < deadline:
-                await stream.send_all(data)
-                out["sent"] += len(data)
-                if now >= next_sample:
-                    srtts.append(conn.core._recovery.rtt.smoothed_rtt)
-                    next_sample = now + 0.1
+            await send(conn, stream, out)
             await stream.send_eof()
             out["reply"] = await seam_reply(stream)
-            stats = conn.stats()
-            out["packets_lost"] = stats.packets_lost
-            out["packets_retransmitted"] = stats.packets_retransmitted
-            out["srtt_ms"] = round(stats.smoothed_rtt * 1000, 2)
-            out["datagram_size"] = stats.datagram_size
-            out["ecn"] = stats.ecn_state
-            out["ce_marks"] = stats.ecn_ce_marks
-            if srtts:
-                srtts.sort()
-                out["srtt_p50_ms"] = round(srtts[len(srtts) // 2] * 1000, 2)
-                out["srtt_p95_ms"] = round(srtts[int(0.95 * len(srtts))] * 1000, 2)
+            report(conn.stats(), out)
 
     try:
         trio.run(run)
