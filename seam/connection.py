@@ -221,7 +221,6 @@ class Connection:
         # Datagram size: starts at max_datagram_size, grows as path MTU discovery allows (seam.pmtud)
         self._datagram_size = config.max_datagram_size
         self._max_payload = config.max_datagram_size - pk.DATA_HEADER_LEN - pk.AEAD_TAG_LEN
-        self._base_max_payload = self._max_payload
         self._pmtu = PathMtuSearch(config.max_datagram_size, config.pmtu_ceiling)
         self._persistent_congestion_seen = 0
 
@@ -311,6 +310,9 @@ class Connection:
         # forward error correction (docs/fec.md section 9.3)
         self._fec_policy = fec.parse_fec_spec(config.fec)
         self._fec_max_source = fec.max_source_payload(self._max_payload)
+        # The base size's, not what PMTU discovery finds (that may shrink again): fixed for life.
+        room = self._max_payload if self._fec_policy.mode == "off" else self._fec_max_source
+        self._max_datagram_payload = room - 1 - varint_size(room)
         self._fec_tx = fec.FecEncoder(self._fec_policy, max_source=self._fec_max_source)
         self._fec_rx = fec.FecDecoder()
         self._fec_deferred: dict[int, SentPacket] = {}  # lost, protected: retransmission on hold
@@ -542,11 +544,10 @@ class Connection:
     def max_datagram_payload(self) -> int:
         """Largest ``send_datagram`` payload; with FEC on, small enough for a protected packet.
 
-        Independent of the current repair count, so it never changes during a connection.
+        Independent of the current repair count and of the path MTU found, so it never
+        changes during a connection.
         """
-        base = self._base_max_payload  # not what PMTU discovery found: that may shrink again
-        room = base if self._fec_policy.mode == "off" else fec.max_source_payload(base)
-        return room - 1 - varint_size(room)
+        return self._max_datagram_payload
 
     def close(self, error_code: int = ErrorCode.NO_ERROR, reason: str = "") -> None:
         """Start closing: a CLOSE frame goes out with the next ``datagrams_to_send``."""

@@ -674,6 +674,8 @@ class FecEncoder:
         same and counts too). Call before the ACK's repairs resolve their blocks.
         """
         blocks = self._pn_block
+        if not blocks:
+            return 0  # nothing protected (FEC off or idle): the common case, on every ACK
         return sum(1 for pn in acked if pn < largest_acked_before and pn in blocks)
 
     def defer_loss(self, packet_number: int) -> bool:
