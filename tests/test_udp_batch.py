@@ -555,3 +555,6 @@ async def echo_handler(conn: seam.SeamConnection) -> None:
     while chunk := await stream.receive_some(1 << 16):
         await stream.send_all(chunk)
     await stream.aclose()
+    # Returning closes the connection at once, which could overtake the echo still in
+    # flight: the client ends it once it has read everything.
+    await conn.wait_closed()
