@@ -143,6 +143,7 @@ async def handler(conn):
         count += len(chunk)
     await stream.send_all(count.to_bytes(8, "big"))
     await stream.aclose()
+    await conn.wait_closed()  # returning would close at once, perhaps before the count arrives
 
 async def main():
     async with trio.open_nursery() as nursery:
