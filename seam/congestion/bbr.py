@@ -60,6 +60,7 @@ kept as 3 send quanta, as for TCP).
 
 from __future__ import annotations
 
+import bisect
 import enum
 import math
 import random
@@ -105,6 +106,13 @@ ECN_ALPHA_INIT = 1.0  # ecn_alpha before any round is measured: respond fully at
 ECN_FACTOR = 1 / 3  # a round with CE cuts inflight_shortterm by ecn_alpha x this (bbr_ecn_factor)
 ECN_THRESH = 0.5  # CE-marked share of a sample's delivery that means inflight is too high (bbr_ecn_thresh)
 FULL_ECN_COUNT = 2  # Startup rounds at ECN_THRESH or more that end Startup (bbr_full_ecn_cnt)
+# Loss without a queue (docs/protocol.md 7.3; Seam's addition, in the spirit of TCP Veno): a loss
+# declared while the queueing delay is under this share of the highest queueing delay of the last
+# QUEUE_FILTER_CYCLES ProbeBW cycles did not overflow a queue, so it is not a congestion signal.
+QUEUE_LOSS_SHARE = 0.5
+QUEUE_FILTER_CYCLES = 2
+QUEUE_DELAY_FLOOR = 0.002  # seconds: below this no queue is measurable, and every loss counts
+EXCUSED_HISTORY = 1024  # loss batches remembered to take excused losses out of older samples
 
 INFINITY = math.inf
 
@@ -246,6 +254,12 @@ class BBR(CongestionController):
         self._delivered = 0  # C.delivered after the last ACK
         self._bytes_in_flight = 0
         self._lost = 0  # bytes declared lost; in step with LossRecovery.lost_bytes (every loss reaches us)
+        # losses without a queue (QUEUE_LOSS_SHARE): the highest recent queueing delay, the bytes
+        # excused so far, and (self._lost, self._excused) after each batch, oldest first
+        self._queue_delay_filter = WindowedMax()
+        self.max_queue_delay = 0.0
+        self._excused = 0
+        self._excused_history: deque[tuple[int, int]] = deque(maxlen=EXCUSED_HISTORY)
         self._outage_lost = 0  # self._lost when the last outage ended: losses up to it are not congestion
         self._longterm_before_losses = INFINITY  # inflight_longterm before the last batch of losses
         self._prior_cwnd = 0  # BBR.prior_cwnd: the window an outage collapsed, restored once it is over
@@ -304,8 +318,18 @@ class BBR(CongestionController):
         """Nothing: BBR acts on the rate sample that follows (``on_rate_sample``)."""
 
     def on_packets_lost(self, packets: list[SentPacket], now: float, rtt: RttEstimator) -> None:
-        """BBRUpdateOnLoss for each lost packet (section 5.5.10.2)."""
+        """BBRUpdateOnLoss for each lost packet (section 5.5.10.2), for losses that overflowed a queue.
+
+        Losses declared while there was no queue to overflow (``_is_queue_loss``) are
+        only counted: they lower no bound, end no Startup and stop no probe.
+        """
         self._longterm_before_losses = self.inflight_longterm
+        if not self._is_queue_loss(rtt):
+            excused = sum(packet.size for packet in packets)
+            self._lost += excused
+            self._excused += excused
+            self._excused_history.append((self._lost, self._excused))
+            return
         for packet in packets:
             size = packet.size
             self._lost += size
@@ -320,13 +344,41 @@ class BBR(CongestionController):
             if not self._bw_probe_samples:
                 continue  # not sent while probing for bandwidth
             tx_in_flight = packet.tx_in_flight
-            lost = self._lost - packet.lost
+            lost = self._queue_lost_since(packet.lost)
             if lost > tx_in_flight * LOSS_THRESH:
                 # At what inflight did the losses cross LOSS_THRESH? (BBRInflightAtLoss)
                 inflight_prev = tx_in_flight - size
                 lost_prev = lost - size
                 lost_prefix = (LOSS_THRESH * inflight_prev - lost_prev) / (1 - LOSS_THRESH)
                 self._handle_inflight_too_high(inflight_prev + lost_prefix, packet.is_app_limited, now)
+
+    def _is_queue_loss(self, rtt: RttEstimator) -> bool:
+        """Was the queue, when these losses were declared, full enough for them to be overflow?
+
+        The ACK that declares a loss acknowledges packets sent just after the lost
+        one, so its RTT sample shows the queue the lost packet met. A drop-tail queue
+        overflows at the highest delay it reaches; a loss at under half the highest
+        queueing delay of the last two probe cycles is random (radio, a bad cable),
+        and slowing down would not prevent the next one. Where no queue has been
+        measured (a policer, a very shallow buffer) every loss counts.
+        """
+        peak = self.max_queue_delay
+        if peak < QUEUE_DELAY_FLOOR or self.min_rtt == INFINITY:
+            return True
+        return rtt.latest_rtt - self.min_rtt >= QUEUE_LOSS_SHARE * peak
+
+    def _queue_lost_since(self, lost_stamp: int) -> int:
+        """Bytes lost to queue overflow since LossRecovery's lost counter read ``lost_stamp``."""
+        lost = self._lost - lost_stamp
+        if not self._excused:
+            return lost
+        history = self._excused_history
+        # the excused total once the losses up to lost_stamp had been declared
+        index = bisect.bisect_right(history, (lost_stamp, INFINITY)) - 1
+        excused_then = history[index][1] if index >= 0 else 0
+        if index < 0 and len(history) == history.maxlen:
+            excused_then = history[0][1]  # older than the history: excuse only what it holds
+        return lost - (self._excused - excused_then)
 
     def on_ecn_ce(self, ce_marks: int, sent_time: float, now: float) -> None:
         """Nothing here: BBR reads CE marks from the rate sample that follows (``sample.newly_ce``)."""
@@ -362,6 +414,8 @@ class BBR(CongestionController):
         """BBRUpdateOnACK (section 5.2.3): update the model and state, then the controls."""
         if self._lost - sample.lost < self._outage_lost:  # sent before an outage's losses were counted
             sample = replace(sample, lost=self._lost - self._outage_lost)
+        if self._excused and sample.lost:
+            sample = replace(sample, lost=max(self._queue_lost_since(self._lost - sample.lost), 0))
         elif self._prior_cwnd:  # sent after the outage, and delivered: it is over
             self.congestion_window = max(self.congestion_window, self._prior_cwnd)
             self._prior_cwnd = 0
@@ -382,6 +436,7 @@ class BBR(CongestionController):
         self._check_drain_done(now)
         self._update_probe_bw_cycle_phase(sample, app_limited, now)
         self._update_min_rtt(sample, now)
+        self._update_queue_delay(sample)
         self._check_probe_rtt(sample, now)
         self._advance_latest_delivery_signals(sample)
         self.bw = min(self.max_bw, self.bw_shortterm)  # BBRBoundBWForModel
@@ -734,6 +789,12 @@ class BBR(CongestionController):
         if self._probe_rtt_min_delay < self.min_rtt or min_rtt_expired:
             self.min_rtt = self._probe_rtt_min_delay
             self._min_rtt_stamp = self._probe_rtt_min_stamp
+
+    def _update_queue_delay(self, sample: RateSample) -> None:
+        """The highest queueing delay (RTT over min_rtt) of the last QUEUE_FILTER_CYCLES cycles."""
+        if self.min_rtt != INFINITY and sample.rtt > 0:
+            delay = max(sample.rtt - self.min_rtt, 0.0)
+            self.max_queue_delay = self._queue_delay_filter.update(delay, self.cycle_count, QUEUE_FILTER_CYCLES)
 
     def _check_probe_rtt(self, sample: RateSample, now: float) -> None:
         if self.state is not State.PROBE_RTT and self._probe_rtt_expired and not self.idle_restart:
