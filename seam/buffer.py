@@ -12,6 +12,8 @@ from __future__ import annotations
 from seam.errors import ParseError
 
 VARINT_MAX = (1 << 62) - 1  # RFC 9000 section 16
+# by encoded length: the value bits left once the two length bits are cleared
+_VARINT_MASKS = {1: 0x3F, 2: 0x3FFF, 4: 0x3FFF_FFFF, 8: VARINT_MAX}
 
 
 def varint_size(value: int) -> int:
@@ -101,11 +103,12 @@ class Reader:
         length = 1 << (first >> 6)
         if self._pos + length > self._end:
             raise ParseError("truncated varint")
-        value = first & 0x3F
-        for i in range(1, length):
-            value = (value << 8) | self._data[self._pos + i]
-        self._pos += length
-        return value
+        if length == 1:
+            self._pos += 1
+            return first
+        start = self._pos
+        self._pos = start + length
+        return int.from_bytes(self._data[start : start + length], "big") & _VARINT_MASKS[length]
 
     def pull_varint_bytes(self, limit: int) -> bytes:
         """A varint length followed by that many bytes; the length must not exceed ``limit``."""

@@ -38,6 +38,7 @@ Congestion control sees every loss exactly as without FEC.
 from __future__ import annotations
 
 import enum
+import itertools
 import logging
 import os
 import random
@@ -85,6 +86,7 @@ logger = logging.getLogger("seam.connection")
 HANDSHAKE_RETRANSMIT_INITIAL = 0.5  # seconds, doubled per retry, docs/protocol.md section 2
 HANDSHAKE_RETRANSMIT_MAX = 2.0  # seconds
 MAX_MSG1_ANSWERS = 3  # server: differing msg1s (damaged copies) answered and kept per connection
+_NOT_ACK_ELICITING = (pk.AckFrame, pk.CloseFrame)  # frames that do not call for an ACK
 MAX_TRACKED_RANGES = 64  # received-packet ranges kept for ACK frames
 MAX_ACK_RANGES_SENT = 32
 ACK_ELICITING_THRESHOLD = 2  # RFC 9000 13.2.2: ack at least every second ack-eliciting packet
@@ -800,7 +802,7 @@ class Connection:
         recovered: list[tuple[int, bytes]] = []
         is_source = True
         for frame in frames:
-            if not isinstance(frame, pk.AckFrame | pk.CloseFrame):
+            if not isinstance(frame, _NOT_ACK_ELICITING):
                 ack_eliciting = True
             if isinstance(frame, pk.RepairFrame):
                 is_source = False
@@ -1178,11 +1180,10 @@ class Connection:
     def _ack_frame(self, now: float) -> bytes | None:
         if not self._received:
             return None
-        ranges: list[tuple[int, int]] = []
-        for start, stop in reversed(list(self._received)):
-            ranges.append((start, stop - 1))
-            if len(ranges) >= MAX_ACK_RANGES_SENT:
-                break
+        ranges = [
+            (start, stop - 1)
+            for start, stop in itertools.islice(reversed(self._received), MAX_ACK_RANGES_SENT)
+        ]
         delay_us = int(max(0.0, now - self._largest_received_time) * 1e6)
         _, ect1, ect0, ce = self._ecn_received
         if ect0 or ect1 or ce:  # RFC 9000 13.4.1: ACK_ECN once anything arrived marked
@@ -1292,7 +1293,17 @@ class Connection:
             ack_due = self._ack_eliciting_unacked >= self._ack_threshold or (
                 self._ack_deadline is not None and now >= self._ack_deadline
             )
-            ack = self._ack_frame(now) if (self._ack_eliciting_unacked or ack_due) else None
+            # Built only if it will go: due, or able to ride along with something
+            # ack-eliciting (a receiver would otherwise build and drop one per wake-up).
+            ack = (
+                self._ack_frame(now)
+                if ack_due
+                or (
+                    self._ack_eliciting_unacked
+                    and (probe or self._path_responses or (cwnd_open and self._has_paced_data(now)))
+                )
+                else None
+            )
             if cwnd_open and self._fec_tx.has_repair:
                 self._send_repair(out, ack, probe, now)  # repairs go before new data
                 continue
@@ -1492,10 +1503,11 @@ class Connection:
                 self._conn_credit.consume(grown)
             if data and offset < before:
                 self._packets_retransmitted += 1
-            encoded = pk.encode_stream(stream_id, offset, data, fin)
-            parts.append(encoded)
+            head = pk.encode_stream_header(stream_id, offset, len(data), fin)
+            parts.append(head)
+            parts.append(data)
             infos.append(("stream", stream_id, offset, len(data), fin))
-            size += len(encoded)
+            size += len(head) + len(data)
             if not send.has_pending or (
                 send.highest_sent >= stream.peer_max_data and not send.has_retransmit
             ):

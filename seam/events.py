@@ -17,7 +17,7 @@ class HandshakeCompleted:
     cipher: str
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: built per packet, and frozen construction costs 3x
 class StreamDataReceived:
     """In-order bytes for a stream; ``end_stream`` marks the peer's FIN.
 
@@ -46,7 +46,7 @@ class StopSendingReceived:
     error_code: int
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: built per packet, and frozen construction costs 3x
 class DatagramReceived:
     data: bytes
 

@@ -94,7 +94,7 @@ class SendStream:
             start, stop = self._lost.first()
             stop = min(stop, start + max_payload)
             self._lost.subtract(start, stop)
-            data = bytes(self._buffer[start - self._base : stop - self._base])
+            data = bytes(memoryview(self._buffer)[start - self._base : stop - self._base])
             fin = self._fin_requested and stop == self._written and stop == self.highest_sent
             if fin:
                 self._fin_sent = True
@@ -103,7 +103,7 @@ class SendStream:
         if self.highest_sent < self._written and new_data_credit > 0:
             start = self.highest_sent
             stop = min(self._written, start + max_payload, start + new_data_credit)
-            data = bytes(self._buffer[start - self._base : stop - self._base])
+            data = bytes(memoryview(self._buffer)[start - self._base : stop - self._base])
             self.highest_sent = stop
             fin = self._fin_requested and stop == self._written
             if fin:

@@ -135,7 +135,9 @@ def test_auto_sends_nothing_on_a_clean_path_and_repairs_on_a_lossy_one() -> None
     # A 16 Mbit/s bottleneck: on an unlimited link BBR (which no longer slows for random loss)
     # sends so fast that 2 ms of jitter reorders past the packet threshold, and spurious
     # losses, not FEC, decide the retransmission count.
-    lossy = _established(SeamConfig(fec="auto"), LossyNetwork(seed=9, loss=0.05, jitter=0.002, rate=2e6, queue=100_000))
+    lossy = _established(
+        SeamConfig(fec="auto"), LossyNetwork(seed=9, loss=0.05, jitter=0.002, rate=2e6, queue=100_000)
+    )
     data = os.urandom(2_000_000)
     assert transfer(lossy, {0: data}) == {0: data}
     assert lossy.server is not None
@@ -146,7 +148,9 @@ def test_auto_sends_nothing_on_a_clean_path_and_repairs_on_a_lossy_one() -> None
     assert lossy.server.stats().fec_packets_recovered > 0
 
     # The same seed without FEC retransmits far more.
-    plain = _established(SeamConfig(fec="off"), LossyNetwork(seed=9, loss=0.05, jitter=0.002, rate=2e6, queue=100_000))
+    plain = _established(
+        SeamConfig(fec="off"), LossyNetwork(seed=9, loss=0.05, jitter=0.002, rate=2e6, queue=100_000)
+    )
     assert transfer(plain, {0: data}) == {0: data}
     assert client.packets_retransmitted < plain.client.stats().packets_retransmitted / 4
 

@@ -47,6 +47,11 @@ default applies this only below 5 ms of min_rtt (shallow data-centre
 marking), Seam applies it at any RTT once a CE mark has been seen: a
 connection only sees CE where a queue marks instead of dropping.
 
+Loss without a queue (Seam's addition, docs/protocol.md 7.3): losses declared
+while the queueing delay (RTT over min_rtt) is under half its peak over the
+last two ProbeBW cycles are random, not overflow, and bound nothing
+(``_is_queue_loss``); with no measurable queue every loss counts.
+
 Persistent congestion (RFC 9002 section 7.6) stands in for the RTO of section
 5.6.4.4: the window collapses to the minimum and regrows by what is acked, up
 to the model's bound (``_set_cwnd``); the model itself is kept.
@@ -794,7 +799,9 @@ class BBR(CongestionController):
         """The highest queueing delay (RTT over min_rtt) of the last QUEUE_FILTER_CYCLES cycles."""
         if self.min_rtt != INFINITY and sample.rtt > 0:
             delay = max(sample.rtt - self.min_rtt, 0.0)
-            self.max_queue_delay = self._queue_delay_filter.update(delay, self.cycle_count, QUEUE_FILTER_CYCLES)
+            self.max_queue_delay = self._queue_delay_filter.update(
+                delay, self.cycle_count, QUEUE_FILTER_CYCLES
+            )
 
     def _check_probe_rtt(self, sample: RateSample, now: float) -> None:
         if self.state is not State.PROBE_RTT and self._probe_rtt_expired and not self.idle_restart:
