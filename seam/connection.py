@@ -87,6 +87,7 @@ HANDSHAKE_RETRANSMIT_INITIAL = 0.5  # seconds, doubled per retry, docs/protocol.
 HANDSHAKE_RETRANSMIT_MAX = 2.0  # seconds
 MAX_MSG1_ANSWERS = 3  # server: differing msg1s (damaged copies) answered and kept per connection
 _NOT_ACK_ELICITING = (pk.AckFrame, pk.CloseFrame)  # frames that do not call for an ACK
+BLACK_HOLE_LOSSES = 10  # packets above the base size lost in a row, smaller ones acknowledged
 MAX_TRACKED_RANGES = 64  # received-packet ranges kept for ACK frames
 MAX_ACK_RANGES_SENT = 32
 ACK_ELICITING_THRESHOLD = 2  # RFC 9000 13.2.2: ack at least every second ack-eliciting packet
@@ -312,9 +313,9 @@ class Connection:
         # forward error correction (docs/fec.md section 9.3)
         self._fec_policy = fec.parse_fec_spec(config.fec)
         self._fec_max_source = fec.max_source_payload(self._max_payload)
-        # The base size's, not what PMTU discovery finds (that may shrink again): fixed for life.
-        room = self._max_payload if self._fec_policy.mode == "off" else self._fec_max_source
-        self._max_datagram_payload = room - 1 - varint_size(room)
+        self._max_datagram_payload = self._datagram_room()
+        self._base_max_payload = self._max_payload  # at the base size, which every path carries
+        self._big_lost_in_row = 0  # packets above the base size lost since one was acknowledged
         self._fec_tx = fec.FecEncoder(self._fec_policy, max_source=self._fec_max_source)
         self._fec_rx = fec.FecDecoder()
         self._fec_deferred: dict[int, SentPacket] = {}  # lost, protected: retransmission on hold
@@ -544,12 +545,18 @@ class Connection:
 
     @property
     def max_datagram_payload(self) -> int:
-        """Largest ``send_datagram`` payload; with FEC on, small enough for a protected packet.
+        """Largest ``send_datagram`` payload now; with FEC on, small enough for a protected packet.
 
-        Independent of the current repair count and of the path MTU found, so it never
-        changes during a connection.
+        It follows the packet size path MTU discovery settles on (docs/protocol.md
+        7.5), so it grows once the search finds a bigger path and may shrink again
+        if the path does; it never depends on the current repair count.
         """
         return self._max_datagram_payload
+
+    def _datagram_room(self) -> int:
+        """The largest DATAGRAM frame payload that fits one packet at the current size."""
+        room = self._max_payload if self._fec_policy.mode == "off" else self._fec_max_source
+        return room - 1 - varint_size(room)
 
     def close(self, error_code: int = ErrorCode.NO_ERROR, reason: str = "") -> None:
         """Start closing: a CLOSE frame goes out with the next ``datagrams_to_send``."""
@@ -1040,12 +1047,34 @@ class Connection:
                 elif info[0] == "mtu_probe":
                     acked_probes += 1
                     self._on_mtu_probe_fate(info[1], True, now)
+        self._watch_for_black_hole(acked, lost)
         lost_count = len(lost) - self._handle_lost(lost, now)  # MTU probes are not the path's loss
         resolved = len(acked) - acked_probes + lost_count
         if resolved:
             fec_tx.on_loss_sample(lost_count + hidden, resolved)
         if acked:
             self._probes_owed = 0
+
+    def _watch_for_black_hole(self, acked: list[SentPacket], lost: list[SentPacket]) -> None:
+        """docs/protocol.md 7.5: packets above the base size keep vanishing while smaller ones
+        arrive, so the path MTU shrank (a route change); go back to the base size and search.
+
+        Random loss does not look like this: any packet above the base size that
+        is acknowledged starts the count again.
+        """
+        base = self.config.max_datagram_size
+        if self._datagram_size <= base:
+            self._big_lost_in_row = 0
+            return
+        self._big_lost_in_row += sum(1 for p in lost if p.size > base and not p.is_mtu_probe)
+        if not acked:
+            return
+        if any(p.size > base for p in acked):
+            self._big_lost_in_row = 0
+        elif self._big_lost_in_row >= BLACK_HOLE_LOSSES:
+            self._big_lost_in_row = 0
+            if self._pmtu.on_black_hole():
+                self._set_datagram_size(self._pmtu.current)
 
     def _handle_lost(self, lost: list[SentPacket], now: float) -> int:
         """Packets loss detection declared lost: retransmit, or park those a FEC block protects.
@@ -1313,6 +1342,14 @@ class Connection:
                 if (self._fec_tx.repair_count or self._fec_tx.block_open)
                 else max_payload
             )
+            if (
+                probe
+                and self._recovery.pto_count >= 2
+                and self._datagram_size > self.config.max_datagram_size
+            ):
+                # Consecutive PTOs: probe at the base size, which a path whose MTU shrank still
+                # carries, so its ACK can reveal the black hole (docs/protocol.md 7.5).
+                limit = min(limit, self._base_max_payload)
             if ack is not None:
                 # Reserved now; kept below only if due or if it can ride along.
                 parts.append(ack)
@@ -1339,6 +1376,11 @@ class Connection:
                     ack_eliciting = True
                 while self._datagrams_out:
                     dgram = self._datagrams_out[0]
+                    if len(dgram) > self._max_datagram_payload:
+                        # Queued before the path MTU shrank (docs/protocol.md 7.5): it fits no packet.
+                        self._datagrams_out.popleft()
+                        self.count_drop("datagram-too-big-for-path")
+                        continue
                     encoded = pk.encode_datagram(dgram)
                     if size + len(encoded) > limit:
                         break
@@ -1430,6 +1472,7 @@ class Connection:
         self._fec_tx.max_source = min(self._fec_max_source, fec.MAX_SOURCE)
         self._recovery.congestion.max_datagram_size = size
         self._pacer.max_datagram_size = size
+        self._max_datagram_payload = self._datagram_room()
 
     def _on_mtu_probe_fate(self, size: int, acked: bool, now: float) -> None:
         if acked:

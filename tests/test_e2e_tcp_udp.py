@@ -333,6 +333,31 @@ def test_thousand_udp_datagrams_echoed(procs: ProcessGroup, relay: RelayInfo) ->
     assert len(echoed) >= 990, f"{1000 - len(echoed)} of 1000 datagrams lost on loopback"
 
 
+def test_udp_datagrams_of_1400_bytes_cross_once_the_path_mtu_is_found(
+    procs: ProcessGroup, relay: RelayInfo
+) -> None:
+    """Over 1160 bytes needs the bigger packets path MTU discovery finds (docs/cli.md)."""
+    local = free_port(socket.SOCK_DGRAM)
+    server_process(procs, "udp_echo.py", local)
+    _, public = tunnel(procs, relay, "udp", local)
+    big = os.urandom(1400)
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.settimeout(0.2)
+        echoed = False
+        for attempt in range(50):  # small traffic meanwhile lets the search run (a probe per round trip)
+            sock.sendto(b"small %d" % attempt, ("127.0.0.1", public))
+            sock.sendto(big, ("127.0.0.1", public))
+            try:
+                for _ in range(2):
+                    if sock.recv(2048) == big:
+                        echoed = True
+            except TimeoutError:
+                pass
+            if echoed:
+                break
+    assert echoed, "no 1400-byte datagram came back in 50 tries"
+
+
 # -- passthrough, port ownership ------------------------------------------------------------------
 
 

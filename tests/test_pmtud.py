@@ -203,3 +203,32 @@ def test_with_a_1400_byte_mtu_the_kernel_refuses_bigger_probes_and_the_search_se
     assert result["pmtu_search"] == "complete"
     assert 1372 - SEARCH_GRANULARITY < int(str(result["datagram_size"])) <= 1372
     assert result["lost"] == 0
+
+
+def test_datagrams_grow_with_the_path_mtu_and_a_shrunk_path_drops_the_ones_too_big() -> None:
+    """A UDP tunnel carries datagrams as big as the path found allows (docs/protocol.md 7.5)."""
+    network = LossyNetwork(mtu=1500)
+    pair = Pair(network=network)
+    pair.handshake()
+    base = pair.client.max_datagram_payload
+    transfer(pair, {0: bytes(200_000)})
+    assert pair.client.stats().datagram_size == 1472
+    grown = pair.client.max_datagram_payload
+    assert grown == base + 272  # the 272 bytes PMTU discovery added
+    assert pair.server is not None
+    big = os.urandom(grown)
+    assert pair.client.send_datagram(big)
+    pair.run(lambda: any(getattr(e, "data", None) == big for e in pair.server_events), max_time=5)
+    assert any(getattr(e, "data", None) == big for e in pair.server_events)
+
+    network.mtu = 1300  # the route changes: 1472-byte packets vanish, smaller ones still arrive
+    assert transfer(pair, {1: bytes(50_000)}, max_time=10) == {1: bytes(50_000)}
+    assert pair.client.stats().datagram_size < 1300  # the black hole was noticed within seconds
+    assert pair.client.max_datagram_payload < grown
+    # one queued at the old size goes nowhere, and does not hold up the ones behind it
+    small = b"still fits"
+    pair.client._datagrams_out.append(big)  # queued just before the shrink was noticed
+    assert pair.client.send_datagram(small)
+    pair.run(lambda: any(getattr(e, "data", None) == small for e in pair.server_events), max_time=5)
+    assert any(getattr(e, "data", None) == small for e in pair.server_events)
+    assert pair.client.stats().dropped.get("datagram-too-big-for-path") == 1

@@ -36,13 +36,13 @@ async def serve_udp_tunnel(
     dropped = {"too-big": 0, "unknown-flow": 0, "table-full": 0}
 
     async def from_public() -> None:
-        limit = tunnel.conn.max_datagram_size - FLOW_HEADER
         while True:
             try:
                 payload, addr = await sock.recvfrom(65536)
             except OSError:  # ICMP port unreachable from an earlier reply, and the like
                 continue
-            if len(payload) > limit:
+            # read per datagram: it grows once the tunnel's path MTU search finds room
+            if len(payload) > tunnel.conn.max_datagram_size - FLOW_HEADER:
                 dropped["too-big"] += 1
                 continue
             flow_id = flows.id_for((addr[0], addr[1]), trio.current_time())
