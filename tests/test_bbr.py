@@ -661,3 +661,32 @@ def test_bbr_over_a_marking_bottleneck_keeps_rtt_low_with_zero_loss() -> None:
     assert ce_marks == ce_marked > 0
     assert rtt_marked < rtt_plain - 0.01  # 40 ms of propagation: about 55 ms against 73 ms
     assert time_marked < 1.05 * time_plain
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.integers(1, 5), st.booleans()), min_size=1, max_size=60), st.data())
+def test_losses_without_a_queue_leave_later_samples_loss_free(
+    batches: list[tuple[int, bool]], data: st.DataObject
+) -> None:
+    """_queue_lost_since counts exactly the queue losses declared after the stamp.
+
+    Each batch loses ``count`` packets, excused (no queue) or not; a sample's
+    stamp is LossRecovery's lost counter when its packet left, i.e. any total
+    reached between batches.
+    """
+    cc = bbr()
+    cc.min_rtt = 0.1
+    totals = [0]  # the lost counter after each batch
+    queue_lost = [0]  # of which queue losses
+    rtt = LossRecovery(congestion=cc, max_ack_delay=0.001, initial_rtt=0.1).rtt
+    pn = 0
+    for count, excused in batches:
+        cc.max_queue_delay = 0.05
+        rtt.latest_rtt = 0.1 if excused else 0.2  # no queue / a full one
+        packets = [SentPacket(pn + i, 0.0, MDS, ack_eliciting=True, in_flight=True) for i in range(count)]
+        pn += count + 1
+        cc.on_packets_lost(packets, 1.0, rtt)
+        totals.append(totals[-1] + count * MDS)
+        queue_lost.append(queue_lost[-1] + (0 if excused else count * MDS))
+    index = data.draw(st.integers(0, len(totals) - 1))
+    assert cc._queue_lost_since(totals[index]) == queue_lost[-1] - queue_lost[index]
