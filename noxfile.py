@@ -54,8 +54,18 @@ def fuzz(session: nox.Session) -> None:
 
 @nox.session
 def bench(session: nox.Session) -> None:
-    """Benchmarks beside their peers measured in the same run; prints a markdown table."""
+    """Every benchmark, each beside its peers measured in the same run, as markdown tables.
+
+    bench/run.py (transport vs aioquic, tunnels vs ``ssh -R``; arguments after
+    ``--`` go to it), then the emulated-link profiles (a)-(e) of bench.lossy,
+    which need root for network namespaces and TUN (``nox -s lossy -- ARGS``
+    runs them alone, with arguments).
+    """
     session.run("python", "bench/run.py", *session.posargs)
+    if os.geteuid() != 0:
+        session.warn("skipping bench.lossy: the link emulator needs root (namespaces and TUN)")
+        return
+    session.run("python", "-m", "bench.lossy")
 
 
 @nox.session

@@ -489,7 +489,8 @@ def table(profile: Profile, peers: Sequence[Peer], outcomes: dict[str, list[Outc
     mbps = {p.name: median_or_none([o.mb_per_s for o in outcomes[p.name]]) for p in peers}
     refs = {
         "TCP-cubic": mbps.get("tcp-cubic"),
-        "ssh": next((v for k, v in mbps.items() if k.startswith("ssh")), None),
+        # one column per ssh peer: the targets compare with ssh -R under CUBIC and under BBR
+        **{name: value for name, value in mbps.items() if name.startswith("ssh")},
         "aioquic": next((v for k, v in mbps.items() if k.startswith("aioquic")), None),
     }
     link_rate = profile.rate_mbit * 1e6 / 8 / 1e6 if profile.rate_mbit else None
@@ -682,7 +683,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="comma-separated Seam controllers, each optionally +FEC (bbr+auto, cubic+10:2); "
         "default: seam.congestion.available()",
     )
-    parser.add_argument("--ssh-cc", default="cubic", help="comma-separated controllers for ssh's TCP socket")
+    parser.add_argument(
+        "--ssh-cc", default="cubic,bbr", help="comma-separated controllers for ssh's TCP socket"
+    )
     parser.add_argument("--aioquic-cc", default="reno", help="aioquic's controller (its default is reno)")
     parser.add_argument("--peers", default=None, help="comma-separated peer names to run (default: all)")
     parser.add_argument("--no-calibrate", action="store_true", help="skip the emulator's flood self-test")
@@ -726,7 +729,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         has_bbr = bbr_available()
         peers = [Peer("tcp-cubic", "tcp", "cubic")]
         peers += [Peer("tcp-bbr", "tcp", "bbr")] if has_bbr else []
-        peers += [Peer(f"ssh-{cc}", "ssh", cc) for cc in args.ssh_cc.split(",")] if ssh_dir else []
+        ssh_cc = [cc for cc in args.ssh_cc.split(",") if cc != "bbr" or has_bbr]
+        peers += [Peer(f"ssh-{cc}", "ssh", cc) for cc in ssh_cc] if ssh_dir else []
         peers += [Peer(f"aioquic-{args.aioquic_cc}", "aioquic", args.aioquic_cc)]
         peers += [Peer(f"seam-{cc}", "seam", cc) for cc in seam_cc]
         peers = chosen(peers, args.peers)
