@@ -507,7 +507,7 @@ class LossRecovery:
         most once per round trip. As the RFC does for retransmitted segments,
         it does not set ``reordering_seen``: that would turn DupThresh off for
         good, and on a path delaying 1 % of packets by a round trip it slowed
-        a 2 MB transfer by 17 % (docs/protocol.md 7.2). Returns whether the
+        a 2 MB transfer by 13 % (docs/protocol.md 7.2). Returns whether the
         window widened.
         """
         recently_lost = self._recently_lost
