@@ -98,6 +98,7 @@ ACK_DECIMATION_PACKETS = 4  # 10 cost BBR 3 % more of a lossy link in the sans-I
 ACK_DECIMATION_RTT_FRACTION = 0.25
 MAX_PACKET_NUMBER = (1 << 62) - 1  # docs/protocol.md 6.1: close before nonces could wrap
 PATH_CHALLENGE_ATTEMPTS = 3
+TLP_TAIL_SEARCH = 4  # newest packets in flight a data-less probe looks through for stream data to resend
 AMPLIFICATION_FACTOR = 3  # RFC 9000 8.1: at most 3x the bytes received on an unvalidated path
 MAX_PENDING_CONTROL = 4096  # queued control frames; a peer cannot grow this past it
 
@@ -1172,6 +1173,31 @@ class Connection:
             self._send_ready_set.add(stream_id)
             self._send_ready.append(stream_id)
 
+    def _resend_tail_for_probe(self) -> bool:
+        """A probe with nothing new to carry resends the newest stream data in flight (RFC 8985 7.3).
+
+        If the tail was lost, the probe repairs it, a round trip before the
+        probe's ACK could get it declared lost and sent again; if it was not,
+        one packet was spent. Looks through the newest ``TLP_TAIL_SEARCH``
+        packets (repair and MTU probe packets carry no stream data). Returns
+        whether anything was queued.
+        """
+        for count, packet in enumerate(self._recovery.newest_in_flight()):
+            if count >= TLP_TAIL_SEARCH:
+                break
+            queued = False
+            for info in packet.frames:
+                if info[0] == "stream":
+                    _, sid, offset, length, fin = info
+                    stream = self._streams.get(sid)
+                    if stream is not None and not stream.send.is_reset:
+                        stream.send.on_lost(offset, length, fin)
+                        self._mark_send_ready(sid)
+                        queued = True
+            if queued:
+                return True
+        return False
+
     def _requeue_all_streams(self) -> None:
         for stream_id, stream in self._streams.items():
             if stream.send.has_pending:
@@ -1390,6 +1416,9 @@ class Connection:
                     ack_eliciting = True
                 size = self._fill_streams(parts, infos, size, limit)
                 ack_eliciting = ack_eliciting or bool(infos)
+                if probe and not ack_eliciting and self._resend_tail_for_probe():
+                    size = self._fill_streams(parts, infos, size, limit)
+                    ack_eliciting = bool(infos)
                 if probe and not ack_eliciting:
                     parts.append(pk.PING_BYTES)
                     size += 1

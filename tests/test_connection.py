@@ -222,6 +222,44 @@ def test_bulk_transfer_over_lossy_network_is_exact() -> None:
     assert dropped.get("replay", 0) > 0  # duplicates were refused
 
 
+def _tail_loss_finish(*, resend_tail: bool) -> tuple[float, int]:
+    """Send a 1000-byte message whose only packet is lost; (seconds to deliver it, retransmissions)."""
+    pair = Pair()
+    pair.handshake()
+    pair.run(lambda: False, max_time=0.5)  # let the handshake's last ACKs settle
+    dropped: list[bytes] = []
+
+    def tap(towards: str, datagram: bytes) -> bytes | None:
+        is_data = datagram[0] in (pk.PacketType.DATA_PHASE0, pk.PacketType.DATA_PHASE1)
+        if towards == "server" and is_data and not dropped:
+            dropped.append(datagram)
+            return None
+        return datagram
+
+    pair.tap = tap
+    if not resend_tail:
+        pair.client._resend_tail_for_probe = lambda: False  # type: ignore[method-assign]
+    start = pair.now
+    data = os.urandom(1000)
+    assert transfer(pair, {0: data}) == {0: data}
+    assert dropped
+    return pair.now - start, pair.client.stats().packets_retransmitted
+
+
+def test_a_lost_tail_is_repaired_by_the_tail_loss_probe_itself() -> None:
+    """RFC 8985 7.3: a probe with no new data resends the newest data in flight, so a lost tail
+    arrives with the probe, not a round trip after the probe's ACK gets it declared lost."""
+    rtt = 2 * LossyNetwork().delay
+    config = SeamConfig()
+    done, retransmitted = _tail_loss_finish(resend_tail=True)
+    assert retransmitted == 1
+    # The TLP fires 2 x srtt + max_ack_delay after the lone packet (srtt = rtt here); half an RTT later
+    # its copy of the data is in.
+    assert done == pytest.approx(2 * rtt + config.max_ack_delay + rtt / 2, abs=0.002)
+    with_ping, _ = _tail_loss_finish(resend_tail=False)
+    assert with_ping >= done + rtt
+
+
 @settings(
     max_examples=int(os.environ.get("SEAMLESS_HYPOTHESIS_EXAMPLES", "40")),
     deadline=None,
