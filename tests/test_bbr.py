@@ -694,3 +694,26 @@ def test_losses_without_a_queue_leave_later_samples_loss_free(
         queue_lost.append(queue_lost[-1] + (0 if excused else count * MDS))
     index = data.draw(st.integers(0, len(totals) - 1))
     assert cc._queue_lost_since(totals[index]) == queue_lost[-1] - queue_lost[index]
+
+
+def test_the_window_an_outage_collapsed_comes_back_even_after_losses_without_a_queue() -> None:
+    """BBRRestoreCwnd after an outage does not depend on earlier losses having been excused."""
+    cc = bbr()
+    rec = LossRecovery(congestion=cc, max_ack_delay=0.001, initial_rtt=0.1)
+    prior, delivered = 0, 0
+    for _ in range(10):  # a model: 1 MB/s at 50 ms
+        delivered += 50_000
+        cc.on_rate_sample(
+            replace(sample(rate=1e6, prior_delivered=prior, delivered_total=delivered), lost=0), 1.0, rec.rtt
+        )
+        prior = delivered
+    cc.max_queue_delay = 0.05
+    rec.rtt.latest_rtt = cc.min_rtt  # no queue: a random loss
+    cc.on_packets_lost([SentPacket(1, 0.9, MDS, ack_eliciting=True, in_flight=True)], 1.0, rec.rtt)
+    before = cc.congestion_window
+    cc.on_persistent_congestion(2.0)
+    assert cc.congestion_window == cc.min_pipe_cwnd
+    cc.on_packets_lost([SentPacket(9, 2.1, MDS, ack_eliciting=True, in_flight=True)], 2.4, rec.rtt)
+    after = replace(sample(rate=1e6, prior_delivered=prior, delivered_total=delivered + MDS), lost=MDS)
+    cc.on_rate_sample(after, 2.5, rec.rtt)  # sent after the outage (one random loss since), delivered
+    assert cc.congestion_window >= before

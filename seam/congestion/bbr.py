@@ -419,11 +419,11 @@ class BBR(CongestionController):
         """BBRUpdateOnACK (section 5.2.3): update the model and state, then the controls."""
         if self._lost - sample.lost < self._outage_lost:  # sent before an outage's losses were counted
             sample = replace(sample, lost=self._lost - self._outage_lost)
-        if self._excused and sample.lost:
-            sample = replace(sample, lost=max(self._queue_lost_since(self._lost - sample.lost), 0))
         elif self._prior_cwnd:  # sent after the outage, and delivered: it is over
             self.congestion_window = max(self.congestion_window, self._prior_cwnd)
             self._prior_cwnd = 0
+        if self._excused and sample.lost:  # losses without a queue are not the sample's
+            sample = replace(sample, lost=max(self._queue_lost_since(self._lost - sample.lost), 0))
         self._delivered = sample.delivered_total
         self._bytes_in_flight = sample.bytes_in_flight
         if self._min_rtt_stamp is None:
