@@ -9,16 +9,22 @@ from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
+import trio
+
+import seam
+from seam.testing import shared_identities
 
 if TYPE_CHECKING:
     from tests.procs import ProcessGroup
 
 REQUIRE_ALL = os.environ.get("SEAMLESS_REQUIRE_ALL") == "1"
+SERVER_IDENTITY, _ = shared_identities()
 
 INSTALL_HINTS = {
     "sshd": "apt-get install openssh-server",
@@ -63,3 +69,19 @@ def procs(tmp_path: Path) -> Iterator[ProcessGroup]:
         yield group
     finally:
         group.stop_all()
+
+
+@asynccontextmanager
+async def running_server(
+    handler: Callable[[seam.SeamConnection], Awaitable[object]],
+    config: seam.SeamConfig | None = None,
+) -> AsyncIterator[seam.SeamListener]:
+    """A Seam server on a loopback port, with the shared test identity, for the ``async with`` body."""
+    async with trio.open_nursery() as nursery:
+        listener = await nursery.start(
+            lambda task_status: seam.serve(
+                handler, "127.0.0.1", 0, identity=SERVER_IDENTITY, config=config, task_status=task_status
+            )
+        )
+        yield listener
+        nursery.cancel_scope.cancel()

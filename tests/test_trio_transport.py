@@ -13,27 +13,13 @@ import pytest
 import trio
 import trio.lowlevel
 import trio.testing
+from conftest import running_server
 
 import seam
 from seam.testing import shared_identities
 
 SERVER_IDENTITY, CLIENT_IDENTITY = shared_identities()
 StreamPair = tuple[seam.SeamStream, seam.SeamStream]
-
-
-@asynccontextmanager
-async def running_server(
-    handler: Callable[[seam.SeamConnection], Awaitable[object]],
-    config: seam.SeamConfig | None = None,
-) -> AsyncIterator[seam.SeamListener]:
-    async with trio.open_nursery() as nursery:
-        listener = await nursery.start(
-            lambda task_status: seam.serve(
-                handler, "127.0.0.1", 0, identity=SERVER_IDENTITY, config=config, task_status=task_status
-            )
-        )
-        yield listener
-        nursery.cancel_scope.cancel()
 
 
 async def sha256_reply_handler(conn: seam.SeamConnection) -> None:

@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 import trio
 import trio.testing
+from conftest import running_server
 
 import seam
 from seam import packet as pk
@@ -431,12 +432,7 @@ async def test_transfer_over_the_public_api_with_and_without_offload(
         await stream.aclose()
 
     data = os.urandom(2 << 20)
-    async with trio.open_nursery() as nursery:
-        listener = await nursery.start(
-            lambda task_status: seam.serve(
-                handler, "127.0.0.1", 0, identity=SERVER_IDENTITY, task_status=task_status
-            )
-        )
+    async with running_server(handler) as listener:
         with trio.fail_after(30):
             async with seam.connect("127.0.0.1", listener.port, server_keys=SERVER_IDENTITY.public) as conn:
                 offload = conn._endpoint.offload
@@ -448,7 +444,6 @@ async def test_transfer_over_the_public_api_with_and_without_offload(
                 while len(reply) < 32 and (chunk := await stream.receive_some()):
                     reply += chunk
                 assert reply == hashlib.sha256(data).digest()
-        nursery.cancel_scope.cancel()
 
 
 # ------------------------------------------------------------------------ ECN
@@ -531,12 +526,7 @@ def test_seamless_no_ecn_leaves_the_socket_alone(monkeypatch: pytest.MonkeyPatch
 @needs_ecn
 async def test_connections_over_loopback_validate_ecn() -> None:
     """Real sockets: the client's packets leave ECT(0), the server counts them, both validate."""
-    async with trio.open_nursery() as nursery:
-        listener = await nursery.start(
-            lambda task_status: seam.serve(
-                echo_handler, "127.0.0.1", 0, identity=SERVER_IDENTITY, task_status=task_status
-            )
-        )
+    async with running_server(echo_handler) as listener:
         with trio.fail_after(30):
             async with seam.connect("127.0.0.1", listener.port, server_keys=SERVER_IDENTITY.public) as conn:
                 stream = await conn.open_stream()
@@ -545,7 +535,6 @@ async def test_connections_over_loopback_validate_ecn() -> None:
                 while await stream.receive_some():
                     pass
                 stats = conn.stats()
-        nursery.cancel_scope.cancel()
     assert stats.ecn_state == "capable" and stats.ecn_failure == ""
     assert stats.ecn_ect0_received > 0  # the server's packets arrived ECT(0) too
 
