@@ -727,8 +727,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     seam_cc = args.seam_cc.split(",") if args.seam_cc else default_seam_controllers()
     with terminate_as_interrupt(), ssh_keys() as ssh_dir:
         has_bbr = bbr_available()
-        peers = [Peer("tcp-cubic", "tcp", "cubic")]
-        peers += [Peer("tcp-bbr", "tcp", "bbr")] if has_bbr else []
+        peers = tcp_peers(has_bbr)
         ssh_cc = [cc for cc in args.ssh_cc.split(",") if cc != "bbr" or has_bbr]
         peers += [Peer(f"ssh-{cc}", "ssh", cc) for cc in ssh_cc] if ssh_dir else []
         peers += [Peer(f"aioquic-{args.aioquic_cc}", "aioquic", args.aioquic_cc)]
@@ -755,6 +754,11 @@ def main(argv: Sequence[str] | None = None) -> None:
             print("\n".join(table(profile, peers, outcomes)))
             print(f"\n{emulator_summary(stats)}", flush=True)
             record(args, raw, key, stats, outcomes)
+
+
+def tcp_peers(has_bbr: bool) -> list[Peer]:
+    """Plain TCP under CUBIC and, where the kernel has it, BBR: every mode's first rows."""
+    return [Peer("tcp-cubic", "tcp", "cubic")] + ([Peer("tcp-bbr", "tcp", "bbr")] if has_bbr else [])
 
 
 def chosen(peers: list[Peer], names: str | None) -> list[Peer]:
@@ -805,8 +809,7 @@ def latency_main(args: argparse.Namespace, keys: Sequence[str]) -> None:
     seam_cc = (args.seam_cc or LATENCY_SEAM_CC).split(",")
     with terminate_as_interrupt():
         has_bbr = bbr_available()
-        peers = [Peer("tcp-cubic", "tcp", "cubic")]
-        peers += [Peer("tcp-bbr", "tcp", "bbr")] if has_bbr else []
+        peers = tcp_peers(has_bbr)
         peers += [Peer(f"seam-{cc}", "seam", cc) for cc in seam_cc]
         peers = chosen(peers, args.peers)
         load = os.getloadavg()

@@ -269,49 +269,15 @@ def tcp_lat_send(args: argparse.Namespace) -> None:
 
 
 def seam_lat_recv(args: argparse.Namespace) -> None:
-    import trio
-
-    import seam
-
     delays = Delays(args.message_size)
-    identity = seam.Identity.generate()
-    config = seam_config(args)
     fec: dict[str, Any] = {}
 
-    async def handler(conn: seam.SeamConnection) -> None:
-        try:
-            stream = await conn.accept_stream()
-            while chunk := await stream.receive_some(1 << 16):
-                delays.feed(chunk)
-            delays.eof = True
-            stats = conn.stats()
-            fec["fec_repairs_received"] = stats.fec_repairs_received
-            fec["fec_packets_recovered"] = stats.fec_packets_recovered
-            await stream.send_all(len(delays.delays_ms).to_bytes(8, "big"))
-            await stream.send_eof()
-            with trio.move_on_after(10):
-                await conn.wait_closed()
-        except Exception as exc:
-            delays.error = _describe(exc)
-        finally:
-            done.set()
+    def count(stats: Any) -> int:
+        fec["fec_repairs_received"] = stats.fec_repairs_received
+        fec["fec_packets_recovered"] = stats.fec_packets_recovered
+        return len(delays.delays_ms)
 
-    async def run() -> None:
-        async with trio.open_nursery() as nursery:
-            listener = await nursery.start(
-                lambda task_status: seam.serve(
-                    handler, args.bind, 0, identity=identity, config=config, task_status=task_status
-                )
-            )
-            emit(
-                {"port": listener.port, "x25519": identity.public.x25519_hex, "kem": identity.public.kem_hex}
-            )
-            with trio.move_on_after(args.max_seconds):
-                await done.wait()
-            nursery.cancel_scope.cancel()
-
-    done = trio.Event()
-    trio.run(run)
+    seam_receiver(args, delays, delays.feed, count)
     emit(delays.result() | fec)
 
 
@@ -451,31 +417,49 @@ def tcp_fdpass(args: argparse.Namespace) -> None:
 def seam_recv(args: argparse.Namespace) -> None:
     import trio
 
-    import seam
-
     meter = Meter()
-    identity = seam.Identity.generate()
-    config = seam_config(args)
-
-    async def handler(conn: seam.SeamConnection) -> None:
-        try:
-            stream = await conn.accept_stream()
-            while chunk := await stream.receive_some(1 << 16):
-                meter.add(len(chunk))
-            meter.eof = True
-            await stream.send_all(meter.total.to_bytes(8, "big"))
-            await stream.send_eof()
-            with trio.move_on_after(10):  # let the count reach the sender before closing
-                await conn.wait_closed()
-        except Exception as exc:
-            meter.error = _describe(exc)
-        finally:
-            done.set()
 
     async def sampler() -> None:
         while True:
             meter.sample(time.monotonic())
             await trio.sleep(TICK)
+
+    seam_receiver(args, meter, lambda chunk: meter.add(len(chunk)), lambda stats: meter.total, sampler)
+    emit(meter.result())
+
+
+def seam_receiver(
+    args: argparse.Namespace,
+    sink: Meter | Delays,
+    feed: Callable[[bytes], None],
+    count: Callable[[Any], int],
+    beside: Callable[[], Awaitable[None]] | None = None,
+) -> None:
+    """One Seam receiver: serve one connection, ``feed`` its first stream to EOF, answer
+    ``count(conn.stats())`` and wait for the sender to close; EOF and errors go in ``sink``.
+    ``beside`` runs alongside until the transfer ends (the bulk meter's sampler)."""
+    import trio
+
+    import seam
+
+    identity = seam.Identity.generate()
+    config = seam_config(args)
+    done = trio.Event()
+
+    async def handler(conn: seam.SeamConnection) -> None:
+        try:
+            stream = await conn.accept_stream()
+            while chunk := await stream.receive_some(1 << 16):
+                feed(chunk)
+            sink.eof = True
+            await stream.send_all(count(conn.stats()).to_bytes(8, "big"))
+            await stream.send_eof()
+            with trio.move_on_after(10):  # let the count reach the sender before closing
+                await conn.wait_closed()
+        except Exception as exc:
+            sink.error = _describe(exc)
+        finally:
+            done.set()
 
     async def run() -> None:
         async with trio.open_nursery() as nursery:
@@ -487,14 +471,13 @@ def seam_recv(args: argparse.Namespace) -> None:
             emit(
                 {"port": listener.port, "x25519": identity.public.x25519_hex, "kem": identity.public.kem_hex}
             )
-            nursery.start_soon(sampler)
+            if beside is not None:
+                nursery.start_soon(beside)
             with trio.move_on_after(args.max_seconds):
                 await done.wait()
             nursery.cancel_scope.cancel()
 
-    done = trio.Event()
     trio.run(run)
-    emit(meter.result())
 
 
 def seam_send(args: argparse.Namespace) -> None:
