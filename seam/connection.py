@@ -1074,8 +1074,12 @@ class Connection:
             self._big_lost_in_row = 0
         elif self._big_lost_in_row >= BLACK_HOLE_LOSSES:
             self._big_lost_in_row = 0
-            if self._pmtu.on_black_hole():
-                self._set_datagram_size(self._pmtu.current)
+            self._on_black_hole()
+
+    def _on_black_hole(self) -> None:
+        """docs/protocol.md 7.5: back to the base size, and search again."""
+        if self._pmtu.on_black_hole():
+            self._set_datagram_size(self._pmtu.current)
 
     def _handle_lost(self, lost: list[SentPacket], now: float) -> int:
         """Packets loss detection declared lost: retransmit, or park those a FEC block protects.
@@ -1084,8 +1088,7 @@ class Connection:
         """
         if self._recovery.persistent_congestion_count != self._persistent_congestion_seen:
             self._persistent_congestion_seen = self._recovery.persistent_congestion_count
-            if self._pmtu.on_black_hole():  # docs/protocol.md 7.5: back to the base size
-                self._set_datagram_size(self._pmtu.current)
+            self._on_black_hole()
         if not lost:
             return 0
         fec_tx = self._fec_tx
