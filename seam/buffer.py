@@ -9,11 +9,14 @@ first byte give the length (1, 2, 4 or 8 bytes) and the value is at most
 
 from __future__ import annotations
 
+import struct
+
 from seam.errors import ParseError
 
 VARINT_MAX = (1 << 62) - 1  # RFC 9000 section 16
 # by encoded length: the value bits left once the two length bits are cleared
-_VARINT_MASKS = {1: 0x3F, 2: 0x3FFF, 4: 0x3FFF_FFFF, 8: VARINT_MAX}
+_U32 = struct.Struct("!I")
+_U64 = struct.Struct("!Q")
 
 
 def varint_size(value: int) -> int:
@@ -42,6 +45,30 @@ def encode_varint(value: int) -> bytes:
     if value <= VARINT_MAX:
         return (value | 0xC000_0000_0000_0000).to_bytes(8, "big")
     raise ValueError(f"varint out of range: {value}")
+
+
+def pull_varint_at(data: bytes | memoryview, pos: int, end: int) -> tuple[int, int]:
+    """The varint at ``data[pos]`` and the position after it, reading no further than ``end``.
+
+    The cursor-free form of :meth:`Reader.pull_varint`, for the per-packet
+    frame parser, where a method call per field is measurable.
+    """
+    if pos >= end:
+        raise ParseError("truncated varint")
+    first = data[pos]
+    if first < 0x40:
+        return first, pos + 1
+    if first < 0x80:
+        if pos + 2 > end:
+            raise ParseError("truncated varint")
+        return ((first & 0x3F) << 8) | data[pos + 1], pos + 2
+    length = 1 << (first >> 6)
+    stop = pos + length
+    if stop > end:
+        raise ParseError("truncated varint")
+    if length == 4:
+        return _U32.unpack_from(data, pos)[0] & 0x3FFF_FFFF, stop
+    return _U64.unpack_from(data, pos)[0] & VARINT_MAX, stop
 
 
 class Reader:
@@ -97,18 +124,8 @@ class Reader:
         return int.from_bytes(self.pull_bytes(8), "big")
 
     def pull_varint(self) -> int:
-        if self._pos >= self._end:
-            raise ParseError("truncated varint")
-        first = self._data[self._pos]
-        length = 1 << (first >> 6)
-        if self._pos + length > self._end:
-            raise ParseError("truncated varint")
-        if length == 1:
-            self._pos += 1
-            return first
-        start = self._pos
-        self._pos = start + length
-        return int.from_bytes(self._data[start : start + length], "big") & _VARINT_MASKS[length]
+        value, self._pos = pull_varint_at(self._data, self._pos, self._end)
+        return value
 
     def pull_varint_bytes(self, limit: int) -> bytes:
         """A varint length followed by that many bytes; the length must not exceed ``limit``."""

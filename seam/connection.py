@@ -42,6 +42,7 @@ import itertools
 import logging
 import os
 import random
+import struct
 from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -100,6 +101,12 @@ MAX_PACKET_NUMBER = (1 << 62) - 1  # docs/protocol.md 6.1: close before nonces c
 PATH_CHALLENGE_ATTEMPTS = 3
 TLP_TAIL_SEARCH = 4  # newest packets in flight a data-less probe looks through for stream data to resend
 AMPLIFICATION_FACTOR = 3  # RFC 9000 8.1: at most 3x the bytes received on an unvalidated path
+# DATA packet layout (docs/protocol.md 1.3), as plain ints for the per-packet receive path
+_DATA_PHASE0 = pk.PacketType.DATA_PHASE0.value
+_DATA_PHASE1 = pk.PacketType.DATA_PHASE1.value
+_PN_START = 1 + pk.CID_LEN  # the packet number follows the type byte and the destination CID
+_MIN_DATA_PACKET = pk.DATA_HEADER_LEN + pk.AEAD_TAG_LEN
+_U64 = struct.Struct("!Q")
 MAX_PENDING_CONTROL = 4096  # queued control frames; a peer cannot grow this past it
 
 
@@ -582,15 +589,26 @@ class Connection:
         """
         if self.state is State.CLOSED:
             return
+        kind = data[0] if data else -1
+        if kind == _DATA_PHASE0 or kind == _DATA_PHASE1:
+            # The per-packet case, decoded here rather than through parse_header's dataclass.
+            if len(data) < _MIN_DATA_PACKET:
+                self.count_drop("malformed")
+                return
+            try:
+                self._receive_data(kind & 1, data, addr, now, ecn & 3)
+            except RemoteProtocolError as exc:
+                self._fail(exc.code, str(exc))
+            except Exception as exc:  # a bug of ours: end this connection, never the endpoint
+                self._internal_error(exc)
+            return
         try:
             header = pk.parse_header(data)
         except ParseError:
             self.count_drop("malformed")
             return
         try:
-            if isinstance(header, pk.DataHeader):
-                self._receive_data(header, data, addr, now, ecn & 3)
-            elif isinstance(header, pk.HandshakeFragment):
+            if isinstance(header, pk.HandshakeFragment):
                 self._receive_handshake(header, addr, now)
             elif isinstance(header, pk.Retry):
                 self._receive_retry(header, now)
@@ -601,9 +619,12 @@ class Connection:
         except HandshakeError as exc:
             self._handshake_failed(exc)
         except Exception as exc:  # a bug of ours: end this connection, never the endpoint
-            logger.exception("internal error while processing a datagram")
-            self.count_drop("internal-error")
-            self._terminate(ErrorCode.INTERNAL_ERROR, f"internal error: {exc!r}", by_peer=False)
+            self._internal_error(exc)
+
+    def _internal_error(self, exc: Exception) -> None:
+        logger.exception("internal error while processing a datagram")
+        self.count_drop("internal-error")
+        self._terminate(ErrorCode.INTERNAL_ERROR, f"internal error: {exc!r}", by_peer=False)
 
     def _receive_retry(self, header: pk.Retry, now: float) -> None:
         awaiting_msg2 = self._msg1_unanswered()
@@ -751,13 +772,13 @@ class Connection:
         self._last_received = now
         self._events.append(HandshakeCompleted(result.peer_x25519, result.cipher.wire_name))
 
-    def _open(self, header: pk.DataHeader, data: bytes, now: float) -> tuple[bytes, int] | None:
+    def _open(self, key_phase: int, pn: int, data: bytes, now: float) -> tuple[bytes, int] | None:
         """Decrypt with the key matching the packet's phase; returns (plaintext, generation)."""
         assert self._rx is not None
-        head = data[: pk.DATA_HEADER_LEN]
-        body = data[pk.DATA_HEADER_LEN :]
-        pn = header.packet_number
-        if header.key_phase == self._rx_generation & 1:
+        view = memoryview(data)
+        head = view[: pk.DATA_HEADER_LEN]
+        body = view[pk.DATA_HEADER_LEN :]
+        if key_phase == self._rx_generation & 1:
             key, generation = self._rx, self._rx_generation
         elif pn < self._rx_generation_first_pn:
             if self._rx_previous is None or now > self._rx_previous_until:
@@ -772,18 +793,19 @@ class Connection:
         except CryptoError:
             return None
 
-    def _receive_data(self, header: pk.DataHeader, data: bytes, addr: Address, now: float, ecn: int) -> None:
-        if header.dcid != self.local_cid:
+    def _receive_data(self, key_phase: int, data: bytes, addr: Address, now: float, ecn: int) -> None:
+        """A DATA packet (docs/protocol.md 1.3): ``data`` is at least a header and a tag long."""
+        if data[1:_PN_START] != self.local_cid:
             self.count_drop("unknown-cid")
             return
         if self._rx is None or self.state is State.CLOSING:
             self.count_drop("not-ready")
             return
-        pn = header.packet_number
+        pn = _U64.unpack_from(data, _PN_START)[0]
         if self._replay.is_duplicate_or_stale(pn):
             self.count_drop("replay")
             return
-        opened = self._open(header, data, now)
+        opened = self._open(key_phase, pn, data, now)
         if opened is None:
             self.count_drop("decrypt-failed")
             return

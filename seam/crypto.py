@@ -91,7 +91,7 @@ class PacketProtection:
         nonce = (self._iv ^ packet_number).to_bytes(IV_LEN, "big")
         return self._aead.encrypt(nonce, plaintext, header)
 
-    def open(self, packet_number: int, header: bytes, ciphertext: bytes) -> bytes:
+    def open(self, packet_number: int, header: bytes | memoryview, ciphertext: bytes | memoryview) -> bytes:
         nonce = (self._iv ^ packet_number).to_bytes(IV_LEN, "big")
         try:
             return self._aead.decrypt(nonce, ciphertext, header)
@@ -124,7 +124,12 @@ class ReplayWindow:
     def mark(self, packet_number: int) -> None:
         if packet_number > self.largest:
             shift = packet_number - self.largest
-            self._bits = ((self._bits << shift) | 1) & ((1 << self.size) - 1) if shift < self.size else 1
+            if shift < self.size:
+                bits = (self._bits << shift) | 1
+                # Bits past the window are never read; trim them now and then, not per packet.
+                self._bits = bits & ((1 << self.size) - 1) if bits.bit_length() > 2 * self.size else bits
+            else:
+                self._bits = 1
             self.largest = packet_number
         else:
             self._bits |= 1 << (self.largest - packet_number)

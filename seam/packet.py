@@ -8,10 +8,10 @@ fuzz harnesses in ``fuzz/`` check. Encoding functions trust their arguments.
 from __future__ import annotations
 
 import enum
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
-from seam.buffer import Reader, encode_varint
+from seam.buffer import VARINT_MAX, Reader, encode_varint, pull_varint_at
 from seam.errors import ParseError
 
 VERSION = 0x5345_0001  # "SE" v1, docs/protocol.md section 1
@@ -317,20 +317,36 @@ _PING = PingFrame()
 _HANDSHAKE_DONE = HandshakeDoneFrame()
 
 
-def _parse_ack(reader: Reader, *, with_ecn: bool) -> AckFrame:
-    largest = reader.pull_varint()
-    delay = reader.pull_varint()
-    count = reader.pull_varint()
+def _pull_bytes(data: bytes, pos: int, length: int, end: int) -> tuple[bytes, int]:
+    stop = pos + length
+    if stop > end:
+        raise ParseError(f"need {length} bytes, have {end - pos}")
+    return data[pos:stop], stop
+
+
+def _pull_varint_bytes(data: bytes, pos: int, limit: int, end: int) -> tuple[bytes, int]:
+    """A varint length, at most ``limit``, then that many bytes."""
+    length, pos = pull_varint_at(data, pos, end)
+    if length > limit:
+        raise ParseError(f"length {length} exceeds limit {limit}")
+    return _pull_bytes(data, pos, length, end)
+
+
+def _parse_ack(data: bytes, pos: int, end: int, *, with_ecn: bool) -> tuple[AckFrame, int]:
+    varint = pull_varint_at
+    largest, pos = varint(data, pos, end)
+    delay, pos = varint(data, pos, end)
+    count, pos = varint(data, pos, end)
     if count > MAX_ACK_RANGES:
         raise ParseError("too many ACK ranges")
-    first = reader.pull_varint()
+    first, pos = varint(data, pos, end)
     if first > largest:
         raise ParseError("ACK range below zero")
     smallest = largest - first
     ranges = [(smallest, largest)]
     for _ in range(count):
-        gap = reader.pull_varint()
-        length = reader.pull_varint()
+        gap, pos = varint(data, pos, end)
+        length, pos = varint(data, pos, end)
         high = smallest - gap - 2
         low = high - length
         if low < 0:
@@ -338,61 +354,99 @@ def _parse_ack(reader: Reader, *, with_ecn: bool) -> AckFrame:
         ranges.append((low, high))
         smallest = low
     if with_ecn:
-        ecn = EcnCounts(reader.pull_varint(), reader.pull_varint(), reader.pull_varint())
-        return AckFrame(tuple(ranges), delay, ecn)
-    return AckFrame(tuple(ranges), delay)
+        ect0, pos = varint(data, pos, end)
+        ect1, pos = varint(data, pos, end)
+        ce, pos = varint(data, pos, end)
+        return AckFrame(tuple(ranges), delay, EcnCounts(ect0, ect1, ce)), pos
+    return AckFrame(tuple(ranges), delay), pos
+
+
+# Frame types as plain ints: parse_frames runs per packet, and IntEnum lookups cost.
+_T_PADDING, _T_PING, _T_ACK, _T_ACK_ECN = FrameType.PADDING.value, FrameType.PING.value, 0x02, 0x10
+_T_STREAM, _T_STREAM_FIN = FrameType.STREAM.value, FrameType.STREAM_FIN.value
+assert (_T_ACK, _T_ACK_ECN) == (FrameType.ACK, FrameType.ACK_ECN)
 
 
 def parse_frames(payload: bytes) -> list[Frame]:
-    """Decode every frame of a decrypted payload (PADDING is skipped)."""
-    reader = Reader(payload)
+    """Decode every frame of a decrypted payload (PADDING is skipped).
+
+    Index-based rather than through :class:`Reader`: this runs for every
+    packet received, and STREAM and ACK frames come first in the chain.
+    """
+    varint = pull_varint_at
     frames: list[Frame] = []
     append = frames.append
-    while not reader.eof():
-        kind = reader.pull_varint()
-        if kind == FrameType.STREAM or kind == FrameType.STREAM_FIN:
-            stream_id = reader.pull_varint()
-            offset = reader.pull_varint()
-            length = reader.pull_varint()
-            data = reader.pull_bytes(length)
-            if offset + length > (1 << 62) - 1:
-                raise ParseError("stream offset overflow")
-            append(StreamFrame(stream_id, offset, data, kind == FrameType.STREAM_FIN))
-        elif kind == FrameType.ACK:
-            append(_parse_ack(reader, with_ecn=False))
-        elif kind == FrameType.ACK_ECN:
-            append(_parse_ack(reader, with_ecn=True))
-        elif kind == FrameType.PADDING:
-            continue
-        elif kind == FrameType.PING:
-            append(_PING)
-        elif kind == FrameType.MAX_DATA:
-            append(MaxDataFrame(reader.pull_varint()))
-        elif kind == FrameType.MAX_STREAM_DATA:
-            append(MaxStreamDataFrame(reader.pull_varint(), reader.pull_varint()))
-        elif kind == FrameType.MAX_STREAMS:
-            append(MaxStreamsFrame(reader.pull_varint()))
-        elif kind == FrameType.DATAGRAM:
-            append(DatagramFrame(reader.pull_varint_bytes(65535)))
-        elif kind == FrameType.RESET_STREAM:
-            append(ResetStreamFrame(reader.pull_varint(), reader.pull_varint(), reader.pull_varint()))
-        elif kind == FrameType.STOP_SENDING:
-            append(StopSendingFrame(reader.pull_varint(), reader.pull_varint()))
-        elif kind == FrameType.PATH_CHALLENGE:
-            append(PathChallengeFrame(reader.pull_bytes(8)))
-        elif kind == FrameType.PATH_RESPONSE:
-            append(PathResponseFrame(reader.pull_bytes(8)))
-        elif kind == FrameType.CLOSE:
-            code = reader.pull_varint()
-            raw = reader.pull_varint_bytes(MAX_REASON_LEN)
-            append(CloseFrame(code, raw.decode("utf-8", errors="replace")))
-        elif kind == FrameType.HANDSHAKE_DONE:
-            append(_HANDSHAKE_DONE)
-        elif kind == FrameType.REPAIR:
-            append(RepairFrame(reader.pull_varint_bytes(MAX_REPAIR_BODY)))
+    end = len(payload)
+    pos = 0
+    while pos < end:
+        kind = payload[pos]
+        if kind < 0x40:
+            pos += 1
         else:
-            raise ParseError(f"unknown frame type 0x{kind:x}")
+            kind, pos = varint(payload, pos, end)
+        if kind == _T_STREAM or kind == _T_STREAM_FIN:
+            stream_id, pos = varint(payload, pos, end)
+            offset, pos = varint(payload, pos, end)
+            length, pos = varint(payload, pos, end)
+            data, pos = _pull_bytes(payload, pos, length, end)
+            if offset + length > VARINT_MAX:
+                raise ParseError("stream offset overflow")
+            append(StreamFrame(stream_id, offset, data, kind == _T_STREAM_FIN))
+        elif kind == _T_ACK or kind == _T_ACK_ECN:
+            ack, pos = _parse_ack(payload, pos, end, with_ecn=kind == _T_ACK_ECN)
+            append(ack)
+        elif kind == _T_PADDING:
+            pos = end - len(payload[pos:end].lstrip(b"\x00"))  # a run of padding in one step
+        elif kind == _T_PING:
+            append(_PING)
+        else:
+            pos = _parse_rare_frame(kind, payload, pos, end, append)
     return frames
+
+
+def _parse_rare_frame(kind: int, payload: bytes, pos: int, end: int, append: Callable[[Frame], None]) -> int:
+    """Every frame type but STREAM, ACK, PADDING and PING; returns the position after it."""
+    varint = pull_varint_at
+    if kind == FrameType.MAX_DATA:
+        maximum, pos = varint(payload, pos, end)
+        append(MaxDataFrame(maximum))
+    elif kind == FrameType.MAX_STREAM_DATA:
+        stream_id, pos = varint(payload, pos, end)
+        maximum, pos = varint(payload, pos, end)
+        append(MaxStreamDataFrame(stream_id, maximum))
+    elif kind == FrameType.MAX_STREAMS:
+        maximum, pos = varint(payload, pos, end)
+        append(MaxStreamsFrame(maximum))
+    elif kind == FrameType.DATAGRAM:
+        data, pos = _pull_varint_bytes(payload, pos, 65535, end)
+        append(DatagramFrame(data))
+    elif kind == FrameType.RESET_STREAM:
+        stream_id, pos = varint(payload, pos, end)
+        error_code, pos = varint(payload, pos, end)
+        final_size, pos = varint(payload, pos, end)
+        append(ResetStreamFrame(stream_id, error_code, final_size))
+    elif kind == FrameType.STOP_SENDING:
+        stream_id, pos = varint(payload, pos, end)
+        error_code, pos = varint(payload, pos, end)
+        append(StopSendingFrame(stream_id, error_code))
+    elif kind == FrameType.PATH_CHALLENGE:
+        data, pos = _pull_bytes(payload, pos, 8, end)
+        append(PathChallengeFrame(data))
+    elif kind == FrameType.PATH_RESPONSE:
+        data, pos = _pull_bytes(payload, pos, 8, end)
+        append(PathResponseFrame(data))
+    elif kind == FrameType.CLOSE:
+        code, pos = varint(payload, pos, end)
+        raw, pos = _pull_varint_bytes(payload, pos, MAX_REASON_LEN, end)
+        append(CloseFrame(code, raw.decode("utf-8", errors="replace")))
+    elif kind == FrameType.HANDSHAKE_DONE:
+        append(_HANDSHAKE_DONE)
+    elif kind == FrameType.REPAIR:
+        body, pos = _pull_varint_bytes(payload, pos, MAX_REPAIR_BODY, end)
+        append(RepairFrame(body))
+    else:
+        raise ParseError(f"unknown frame type 0x{kind:x}")
+    return pos
 
 
 def encode_ack(ranges: Sequence[tuple[int, int]], ack_delay_us: int, ecn: EcnCounts | None = None) -> bytes:
