@@ -1059,17 +1059,19 @@ class Connection:
         # docs/fec.md 4: losses the peer repaired are still the path's loss (before blocks resolve)
         hidden = fec_tx.hidden_losses((p.packet_number for p in acked), largest_before)
         # docs/fec.md 5: parked packets this ACK covers were recovered (or only reordered).
-        for pn in fec_tx.on_ack_ranges(frame.ranges):
-            self._on_packet_acked(self._fec_deferred.pop(pn))
+        self._on_packets_acked([self._fec_deferred.pop(pn) for pn in fec_tx.on_ack_ranges(frame.ranges)])
+        self._on_packets_acked(acked)
         acked_probes = 0
         for packet in acked:
-            self._on_packet_acked(packet)
-            for info in packet.frames:
-                if info[0] == "repair":
-                    self._retransmit_deferred(fec_tx.on_repair_resolved(info[1]))
-                elif info[0] == "mtu_probe":
-                    acked_probes += 1
-                    self._on_mtu_probe_fate(info[1], True, now)
+            frames = packet.frames
+            if not frames:
+                continue
+            kind = frames[0][0]  # a repair or an MTU probe is its packet's only record
+            if kind == "repair":
+                self._retransmit_deferred(fec_tx.on_repair_resolved(frames[0][1]))
+            elif kind == "mtu_probe":
+                acked_probes += 1
+                self._on_mtu_probe_fate(frames[0][1], True, now)
         self._watch_for_black_hole(acked, lost)
         lost_count = len(lost) - self._handle_lost(lost, now)  # MTU probes are not the path's loss
         resolved = len(acked) - acked_probes + lost_count
@@ -1137,15 +1139,38 @@ class Connection:
         if packet_numbers:
             self._on_packets_lost([self._fec_deferred.pop(pn) for pn in packet_numbers])
 
-    def _on_packet_acked(self, packet: SentPacket) -> None:
-        for info in packet.frames:
-            kind = info[0]
-            if kind == "stream":
+    def _on_packets_acked(self, packets: list[SentPacket]) -> None:
+        """Release the stream data these packets carried.
+
+        Packets of a bulk transfer carry adjacent ranges of one stream, so each
+        run of adjacent ranges is handed to its stream as one range: one call
+        per ACK rather than one per packet.
+        """
+        run_sid = -1
+        run_start = run_stop = 0
+        for packet in packets:
+            for info in packet.frames:
+                if info[0] != "stream":
+                    continue
                 _, sid, offset, length, fin = info
-                stream = self._streams.get(sid)
-                if stream is not None:
-                    stream.send.on_acked(offset, length, fin)
-                    self._maybe_discard_stream(stream)
+                if sid == run_sid and offset == run_stop and not fin:
+                    run_stop += length
+                    continue
+                if run_sid >= 0:
+                    self._stream_data_acked(run_sid, run_start, run_stop - run_start, False)
+                if fin:
+                    self._stream_data_acked(sid, offset, length, True)
+                    run_sid = -1
+                else:
+                    run_sid, run_start, run_stop = sid, offset, offset + length
+        if run_sid >= 0:
+            self._stream_data_acked(run_sid, run_start, run_stop - run_start, False)
+
+    def _stream_data_acked(self, sid: int, offset: int, length: int, fin: bool) -> None:
+        stream = self._streams.get(sid)
+        if stream is not None:
+            stream.send.on_acked(offset, length, fin)
+            self._maybe_discard_stream(stream)
 
     def _on_packets_lost(self, lost: list[SentPacket]) -> None:
         for packet in lost:
@@ -1366,7 +1391,7 @@ class Connection:
                     cwnd_open = False  # as if the window were full: only a due ACK may go
                     if self._has_paced_data(now):
                         self._pace_at = pace_at
-            parts: list[bytes] = []
+            parts: list[bytes | bytearray] = []
             infos: list[Any] = []
             size = 0
             ack_eliciting = False
@@ -1480,6 +1505,44 @@ class Connection:
                 self._track_sent(datagram, infos, probe, now)
             elif not cwnd_open:
                 return  # an ACK-only packet; nothing else may go until the window (or pacer) opens
+            if (
+                infos
+                and not probe
+                and self._path_validated
+                and not (self._control or self._datagrams_out or self._path_responses)
+                and not (self._fec_tx.repair_count or self._fec_tx.block_open or self._fec_tx.has_repair)
+            ):
+                budget_packets = self._send_stream_packets(out, budget_packets, now)
+
+    def _send_stream_packets(self, out: list[tuple[bytes, Address]], budget: int, now: float) -> int:
+        """The bulk case of ``_fill_packets``: packets of stream data only, back to back.
+
+        Called once a packet held nothing else, no FEC is active and the path is
+        validated; none of that changes until ``_fill_packets`` returns, so each
+        packet needs only the window, the pacer and the streams. Leaves at the
+        first packet that cannot go (``_fill_packets``'s own loop then decides
+        why: pacer, window or no data) and returns the budget left.
+        """
+        recovery = self._recovery
+        pacer = self._pacer
+        size = self._datagram_size
+        max_payload = self._max_payload
+        address = self.peer_address
+        while budget > 0 and self._send_ready and self._next_pn < MAX_PACKET_NUMBER - 1:
+            if not recovery.can_send(size) or (
+                pacer.rate is not None and pacer.next_send_time(now) is not None
+            ):
+                break
+            parts: list[bytes | bytearray] = []
+            infos: list[Any] = []
+            self._fill_streams(parts, infos, 0, max_payload)
+            if not infos:
+                break
+            budget -= 1
+            datagram = self._seal(b"".join(parts), now)
+            out.append((datagram, address))
+            self._track_sent(datagram, infos, False, now)
+        return budget
 
     def _send_repair(
         self, out: list[tuple[bytes, Address]], ack: bytes | None, probe: bool, now: float
@@ -1569,7 +1632,9 @@ class Connection:
             or now >= self._last_ack_eliciting_sent + self.config.keepalive_interval
         )
 
-    def _fill_streams(self, parts: list[bytes], infos: list[Any], size: int, max_payload: int) -> int:
+    def _fill_streams(
+        self, parts: list[bytes | bytearray], infos: list[Any], size: int, max_payload: int
+    ) -> int:
         ready = self._send_ready
         ready_set = self._send_ready_set
         rounds = len(ready)
@@ -1583,8 +1648,12 @@ class Connection:
                 continue
             send = stream.send
             credit = min(stream.peer_max_data - send.highest_sent, self._conn_credit.available)
+            # The frame's length fits the varint of the room left, and an offset 1 MiB past the newest
+            # byte sent covers retransmissions and new data alike.
             room = (
-                max_payload - size - pk.stream_frame_overhead(stream_id, send.highest_sent + (1 << 20), 65535)
+                max_payload
+                - size
+                - pk.stream_frame_overhead(stream_id, send.highest_sent + (1 << 20), max_payload - size)
             )
             if room <= 0:
                 break

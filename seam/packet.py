@@ -8,10 +8,11 @@ fuzz harnesses in ``fuzz/`` check. Encoding functions trust their arguments.
 from __future__ import annotations
 
 import enum
+import struct
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
-from seam.buffer import VARINT_MAX, Reader, encode_varint, pull_varint_at
+from seam.buffer import VARINT_MAX, Reader, encode_varint, pull_varint_at, varint_size
 from seam.errors import ParseError
 
 VERSION = 0x5345_0001  # "SE" v1, docs/protocol.md section 1
@@ -194,7 +195,11 @@ def encode_handshake_message(
 
 
 def encode_data_header(key_phase: int, dcid: bytes, packet_number: int) -> bytes:
-    return bytes((PacketType.DATA_PHASE0 | key_phase,)) + dcid + packet_number.to_bytes(8, "big")
+    return _DATA_TYPES[key_phase] + dcid + _PACKET_NUMBER.pack(packet_number)
+
+
+_DATA_TYPES = (bytes((PacketType.DATA_PHASE0,)), bytes((PacketType.DATA_PHASE1,)))  # by key phase
+_PACKET_NUMBER = struct.Struct("!Q")
 
 
 # ---------------------------------------------------------------------- frames
@@ -471,11 +476,18 @@ def encode_ack(ranges: Sequence[tuple[int, int]], ack_delay_us: int, ecn: EcnCou
 
 def stream_frame_overhead(stream_id: int, offset: int, length: int) -> int:
     """Bytes a STREAM frame adds around ``length`` bytes of data."""
-    return 1 + len(encode_varint(stream_id)) + len(encode_varint(offset)) + len(encode_varint(length))
+    return 1 + varint_size(stream_id) + varint_size(offset) + varint_size(length)
+
+
+_STREAM_HEAD = struct.Struct("!BBIH")  # type, 1-byte stream id, 4-byte offset, 2-byte length varints
 
 
 def encode_stream_header(stream_id: int, offset: int, length: int, fin: bool) -> bytes:
     """A STREAM frame up to its data: the caller appends ``length`` bytes (one copy fewer)."""
+    if stream_id < 0x40 and 0x4000 <= offset < 0x4000_0000 and 0x40 <= length < 0x4000:
+        # The bulk-transfer shape, in one pack (the same bytes as the general form below).
+        kind = FrameType.STREAM_FIN.value if fin else FrameType.STREAM.value
+        return _STREAM_HEAD.pack(kind, stream_id, offset | 0x8000_0000, length | 0x4000)
     return (
         (_STREAM_FIN_TYPE if fin else _STREAM_TYPE)
         + encode_varint(stream_id)

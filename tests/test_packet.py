@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from seam import packet as pk
-from seam.buffer import Reader, encode_varint
+from seam.buffer import Reader, encode_varint, pull_varint_at
 from seam.errors import ParseError
 
 CID = bytes(range(8))
@@ -20,6 +20,40 @@ def test_varint_round_trip(value: int) -> None:
     reader = Reader(encoded)
     assert reader.pull_varint() == value
     assert reader.eof()
+
+
+@given(st.binary(min_size=1, max_size=9), st.integers(min_value=0, max_value=4))
+def test_cursor_free_varint_agrees_with_reader(data: bytes, start: int) -> None:
+    """``pull_varint_at`` (the frame parser's) and ``Reader.pull_varint`` read the same bytes alike."""
+    start = min(start, len(data))
+    try:
+        expected: tuple[int, int] | None = (Reader(data, start).pull_varint(), 0)
+    except ParseError:
+        expected = None
+    if expected is None:
+        with pytest.raises(ParseError):
+            pull_varint_at(data, start, len(data))
+        return
+    value, after = pull_varint_at(data, start, len(data))
+    assert value == expected[0]
+    assert after == start + (1 << (data[start] >> 6))  # the length its first byte announces
+
+
+# Shapes around each varint length boundary, where the packed fast path hands over to the general one.
+_edges = [0, 1, 0x3F, 0x40, 0x3FFF, 0x4000, 0x3FFF_FFFF, 0x4000_0000, (1 << 62) - 1]
+
+
+@given(
+    st.one_of(st.sampled_from(_edges), st.integers(0, (1 << 62) - 1)),
+    st.one_of(st.sampled_from(_edges), st.integers(0, (1 << 62) - 1)),
+    st.one_of(st.sampled_from(_edges[:7]), st.integers(0, 0xFFFF)),
+    st.booleans(),
+)
+def test_stream_header_is_the_varint_form(stream_id: int, offset: int, length: int, fin: bool) -> None:
+    head = pk.encode_stream_header(stream_id, offset, length, fin)
+    kind = pk.FrameType.STREAM_FIN if fin else pk.FrameType.STREAM
+    assert head == bytes((kind,)) + encode_varint(stream_id) + encode_varint(offset) + encode_varint(length)
+    assert len(head) == pk.stream_frame_overhead(stream_id, offset, length)
 
 
 def test_varint_rejects_out_of_range() -> None:
