@@ -821,7 +821,8 @@ class FecDecoder:
         if packet_number > self._largest:
             self._largest = packet_number
         if packet_number > self._engaged_until or packet_number < self._largest - self.window:
-            self._expire()
+            if self._sources or self._blocks:  # else nothing to expire: the per-packet case with FEC off
+                self._expire()
             return []
         if packet_number in self._sources:
             return []

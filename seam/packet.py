@@ -486,8 +486,9 @@ def encode_stream_header(stream_id: int, offset: int, length: int, fin: bool) ->
     """A STREAM frame up to its data: the caller appends ``length`` bytes (one copy fewer)."""
     if stream_id < 0x40 and 0x4000 <= offset < 0x4000_0000 and 0x40 <= length < 0x4000:
         # The bulk-transfer shape, in one pack (the same bytes as the general form below).
-        kind = FrameType.STREAM_FIN.value if fin else FrameType.STREAM.value
-        return _STREAM_HEAD.pack(kind, stream_id, offset | 0x8000_0000, length | 0x4000)
+        return _STREAM_HEAD.pack(
+            _T_STREAM_FIN if fin else _T_STREAM, stream_id, offset | 0x8000_0000, length | 0x4000
+        )
     return (
         (_STREAM_FIN_TYPE if fin else _STREAM_TYPE)
         + encode_varint(stream_id)

@@ -22,6 +22,7 @@ class SendStream:
         "_acked",
         "_base",
         "_buffer",
+        "_buffer_start",
         "_fin_acked",
         "_fin_lost",
         "_fin_requested",
@@ -38,7 +39,8 @@ class SendStream:
         self.stream_id = stream_id
         self.max_buffer = max_buffer
         self._buffer = bytearray()
-        self._base = 0  # offset of _buffer[0]: everything below is acknowledged
+        self._base = 0  # everything below is acknowledged
+        self._buffer_start = 0  # offset of _buffer[0]; at most _base (see _release)
         self._written = 0  # offset one past the last byte written
         self.highest_sent = 0  # offset one past the last byte ever sent
         self._acked = RangeSet()  # acknowledged ranges above _base
@@ -99,7 +101,7 @@ class SendStream:
             start, stop = self._lost.first()
             stop = min(stop, start + max_payload)
             self._lost.subtract(start, stop)
-            data = self._buffer[start - self._base : stop - self._base]
+            data = self._buffer[start - self._buffer_start : stop - self._buffer_start]
             fin = self._fin_requested and stop == self._written and stop == self.highest_sent
             if fin:
                 self._fin_sent = True
@@ -108,7 +110,7 @@ class SendStream:
         if self.highest_sent < self._written and new_data_credit > 0:
             start = self.highest_sent
             stop = min(self._written, start + max_payload, start + new_data_credit)
-            data = self._buffer[start - self._base : stop - self._base]
+            data = self._buffer[start - self._buffer_start : stop - self._buffer_start]
             self.highest_sent = stop
             fin = self._fin_requested and stop == self._written
             if fin:
@@ -134,8 +136,7 @@ class SendStream:
         stop = offset + length
         if offset <= self._base < stop and not self._acked and not self._lost:
             # In order, nothing acknowledged beyond it and nothing to resend: the common case.
-            del self._buffer[: stop - self._base]
-            self._base = stop
+            self._release(stop)
             return
         self._lost.subtract(offset, stop)
         if stop <= self._base:
@@ -144,8 +145,19 @@ class SendStream:
         first_start, first_stop = self._acked.first()
         if first_start <= self._base:
             self._acked.pop_smallest()
-            del self._buffer[: first_stop - self._base]
-            self._base = first_stop
+            self._release(first_stop)
+
+    def _release(self, base: int) -> None:
+        """Everything below ``base`` is acknowledged.
+
+        The bytes are dropped once they are half the buffer, not at every ACK: a
+        bytearray shrunk at the front copies itself whole when it next grows.
+        """
+        self._base = base
+        dead = base - self._buffer_start
+        if dead >= len(self._buffer) >> 1:
+            del self._buffer[:dead]
+            self._buffer_start = base
 
     def on_lost(self, offset: int, length: int, fin: bool) -> None:
         if self.is_reset:
@@ -168,7 +180,7 @@ class SendStream:
         self._buffer = bytearray()
         self._lost = RangeSet()
         self._acked = RangeSet()
-        self._base = self._written
+        self._base = self._buffer_start = self._written
         return self.highest_sent
 
 
