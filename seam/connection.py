@@ -105,7 +105,7 @@ _DATA_PHASE0 = pk.PacketType.DATA_PHASE0.value
 _DATA_PHASE1 = pk.PacketType.DATA_PHASE1.value
 _PN_START = 1 + pk.CID_LEN  # the packet number follows the type byte and the destination CID
 _MIN_DATA_PACKET = pk.DATA_HEADER_LEN + pk.AEAD_TAG_LEN
-_U64 = struct.Struct("!Q")
+_U32 = struct.Struct("!I")
 MAX_PENDING_CONTROL = 4096  # queued control frames; a peer cannot grow this past it
 
 
@@ -800,7 +800,7 @@ class Connection:
         if self._rx is None or self.state is State.CLOSING:
             self.count_drop("not-ready")
             return
-        pn = _U64.unpack_from(data, _PN_START)[0]
+        pn = pk.decode_packet_number(_U32.unpack_from(data, _PN_START)[0], self._largest_authenticated_pn)
         if self._replay.is_duplicate_or_stale(pn):
             self.count_drop("replay")
             return

@@ -15,13 +15,14 @@ from dataclasses import dataclass
 from seam.buffer import VARINT_MAX, Reader, encode_varint, pull_varint_at, varint_size
 from seam.errors import ParseError
 
-VERSION = 0x5345_0001  # "SE" v1, docs/protocol.md section 1
+VERSION = 0x5345_0002  # "SE" v2, docs/protocol.md section 1
 CID_LEN = 8
 MIN_HELLO_SIZE = 1200  # bytes; anti-amplification floor, docs/protocol.md 1.1
 MAX_HANDSHAKE_DATAGRAM = 1200  # bytes
 MAX_HANDSHAKE_MESSAGE = 8192  # bytes, reassembly bound
 MAX_COOKIE_LEN = 64
-DATA_HEADER_LEN = 1 + CID_LEN + 8  # type, dcid, packet number
+PN_LEN = 4  # bytes of packet number on the wire: its low 32 bits (docs/protocol.md 6)
+DATA_HEADER_LEN = 1 + CID_LEN + PN_LEN  # type, dcid, truncated packet number
 AEAD_TAG_LEN = 16
 MAX_REASON_LEN = 1024  # bytes of CLOSE reason we accept or send
 MAX_ACK_RANGES = 256  # ranges we accept in one ACK frame
@@ -96,8 +97,9 @@ Header = Hello | Retry | HandshakeFragment | DataHeader
 def parse_header(datagram: bytes) -> Header:
     """Decode the unencrypted part of a datagram.
 
-    For DATA packets only the 17-byte header is decoded; the ciphertext
-    starts at ``DATA_HEADER_LEN``.
+    For DATA packets only the 13-byte header is decoded; the ciphertext
+    starts at ``DATA_HEADER_LEN``, and ``packet_number`` is the truncated
+    number on the wire (:func:`decode_packet_number` gives the full one).
     """
     if not datagram:
         raise ParseError("empty datagram")
@@ -108,7 +110,7 @@ def parse_header(datagram: bytes) -> Header:
         return DataHeader(
             key_phase=kind & 1,
             dcid=bytes(datagram[1 : 1 + CID_LEN]),
-            packet_number=int.from_bytes(datagram[1 + CID_LEN : DATA_HEADER_LEN], "big"),
+            packet_number=int.from_bytes(datagram[1 + CID_LEN : DATA_HEADER_LEN], "big"),  # low 32 bits
         )
     reader = Reader(datagram, 1)
     if kind not in (PacketType.HELLO, PacketType.RETRY, PacketType.HANDSHAKE):
@@ -195,11 +197,31 @@ def encode_handshake_message(
 
 
 def encode_data_header(key_phase: int, dcid: bytes, packet_number: int) -> bytes:
-    return _DATA_TYPES[key_phase] + dcid + _PACKET_NUMBER.pack(packet_number)
+    """The header of DATA packet ``packet_number``, which carries only its low 32 bits."""
+    return _DATA_TYPES[key_phase] + dcid + _TRUNCATED_PN.pack(packet_number & _PN_MASK)
+
+
+def decode_packet_number(truncated: int, largest: int) -> int:
+    """The full packet number closest to ``largest + 1`` whose low 32 bits are ``truncated``.
+
+    RFC 9000 appendix A.3 with a fixed 32-bit encoding. ``largest`` is the
+    largest packet number authenticated so far (-1 before any). Correct as long
+    as the sender keeps fewer than 2^31 packets unacknowledged (docs/protocol.md 6).
+    """
+    expected = largest + 1
+    candidate = (expected & ~_PN_MASK) | truncated
+    if candidate <= expected - _PN_HALF_WINDOW and candidate < (1 << 62) - _PN_WINDOW:
+        return candidate + _PN_WINDOW
+    if candidate > expected + _PN_HALF_WINDOW and candidate >= _PN_WINDOW:
+        return candidate - _PN_WINDOW
+    return candidate
 
 
 _DATA_TYPES = (bytes((PacketType.DATA_PHASE0,)), bytes((PacketType.DATA_PHASE1,)))  # by key phase
-_PACKET_NUMBER = struct.Struct("!Q")
+_TRUNCATED_PN = struct.Struct("!I")
+_PN_WINDOW = 1 << (8 * PN_LEN)
+_PN_HALF_WINDOW = _PN_WINDOW >> 1
+_PN_MASK = _PN_WINDOW - 1
 
 
 # ---------------------------------------------------------------------- frames

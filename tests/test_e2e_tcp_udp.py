@@ -336,7 +336,7 @@ def test_thousand_udp_datagrams_echoed(procs: ProcessGroup, relay: RelayInfo) ->
 def test_udp_datagrams_of_1400_bytes_cross_once_the_path_mtu_is_found(
     procs: ProcessGroup, relay: RelayInfo
 ) -> None:
-    """Over 1160 bytes needs the bigger packets path MTU discovery finds (docs/cli.md)."""
+    """Over 1164 bytes needs the bigger packets path MTU discovery finds (docs/cli.md)."""
     local = free_port(socket.SOCK_DGRAM)
     server_process(procs, "udp_echo.py", local)
     _, public = tunnel(procs, relay, "udp", local)

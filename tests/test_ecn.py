@@ -173,7 +173,7 @@ def test_only_authenticated_new_packets_are_counted() -> None:
     assert server is not None
     before = server.stats()
     server.receive_datagram(captured[0], pair.client_address, pair.now, ecn=Codepoint.CE)  # a duplicate
-    forged = b"\x20" + server.local_cid + (10**6).to_bytes(8, "big") + bytes(40)  # fails to decrypt
+    forged = pk.encode_data_header(0, server.local_cid, 10**6) + bytes(40)  # fails to decrypt
     server.receive_datagram(forged, pair.client_address, pair.now, ecn=3)
     server.receive_datagram(b"garbage", pair.client_address, pair.now, ecn=3)
     after = server.stats()

@@ -90,8 +90,31 @@ def test_handshake_fragments_reassemble(body: bytes, cookie: bytes) -> None:
 
 def test_data_header_round_trip() -> None:
     header = pk.encode_data_header(1, CID, 123456789)
+    assert len(header) == pk.DATA_HEADER_LEN == 13
     parsed = pk.parse_header(header + bytes(16))
     assert parsed == pk.DataHeader(key_phase=1, dcid=CID, packet_number=123456789)
+    wide = pk.parse_header(pk.encode_data_header(0, CID, (7 << 32) + 5) + bytes(16))
+    assert isinstance(wide, pk.DataHeader) and wide.packet_number == 5  # the low 32 bits travel
+
+
+def test_packet_number_decoding_rfc9000_example() -> None:
+    """RFC 9000 A.3's example, carried in 32 bits: the number nearest largest + 1 with those low bits."""
+    assert pk.decode_packet_number(0xA82F9B32, 0xA82F30EA) == 0xA82F9B32
+    assert pk.decode_packet_number(0, -1) == 0
+    assert pk.decode_packet_number(5, (1 << 32) - 3) == (1 << 32) + 5  # just past a wrap
+    assert pk.decode_packet_number(0xFFFF_FFFE, (1 << 32) + 3) == (1 << 32) - 2  # late, from before it
+
+
+@given(
+    st.integers(min_value=-1, max_value=(1 << 62) - 2),
+    st.integers(min_value=-(1 << 31) + 1, max_value=1 << 31),
+)
+def test_packet_number_decodes_within_half_the_window(largest: int, distance: int) -> None:
+    """Any packet within 2^31 of the next expected number decodes to itself from its low 32 bits."""
+    pn = largest + distance
+    if not 0 <= pn <= (1 << 62) - 1:
+        return
+    assert pk.decode_packet_number(pn & 0xFFFF_FFFF, largest) == pn
 
 
 @pytest.mark.parametrize(
