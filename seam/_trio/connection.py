@@ -60,6 +60,7 @@ class SeamConnection:
         self._stream_slot = trio.lowlevel.ParkingLot()
         self._blocked_senders: set[SeamStream] = set()
         self._timer_changed = trio.Event()
+        self._pump_wanted = False  # pump_soon asked the timer task for a transmit step
         self._armed: float | None = None
         self.established = trio.Event()
         self.terminated = trio.Event()
@@ -96,6 +97,7 @@ class SeamConnection:
 
     def pump(self) -> None:
         """The one transmit step: events, then datagrams, then the timer."""
+        self._pump_wanted = False
         core = self.core
         if core._events:
             self._handle_events()
@@ -111,6 +113,18 @@ class SeamConnection:
             self._handle_events()
         deadline = core.get_timer()
         if deadline != self._armed and (self._armed is None or deadline is None or deadline < self._armed):
+            self._timer_changed.set()
+
+    def pump_soon(self) -> None:
+        """Run the transmit step once the tasks running now have yielded, in the timer task.
+
+        Used after application writes: everything the running tasks write
+        before they next wait (a request head and its EOF, many streams'
+        small writes) goes out in one ``datagrams_to_send``, sharing packets,
+        rather than one packet and one system call per write.
+        """
+        if not self._pump_wanted:
+            self._pump_wanted = True
             self._timer_changed.set()
 
     def _handle_events(self) -> None:
@@ -180,7 +194,7 @@ class SeamConnection:
 
     def _consumed(self, stream_id: int, nbytes: int) -> None:
         if self.core.stream_data_consumed(stream_id, nbytes):
-            self.pump()  # send the window update now, not with the next packet
+            self.pump_soon()  # the window update goes before the next packet, with what else is due
 
     def _stream_closed(self, stream: SeamStream) -> None:
         self._streams.pop(stream.stream_id, None)
@@ -239,7 +253,7 @@ class SeamConnection:
             self.core.send_datagram(bytes(data))
         except LocalProtocolError as exc:
             raise ValueError(str(exc)) from None
-        self.pump()
+        self.pump_soon()
 
     @property
     def max_datagram_size(self) -> int:
@@ -256,6 +270,8 @@ class SeamConnection:
     async def aclose(self, error_code: int = ErrorCode.NO_ERROR, reason: str = "") -> None:
         """Close with a CLOSE frame the peer receives at once; frees every stream."""
         if not self.terminated.is_set():
+            if self._pump_wanted:
+                self.pump()  # what was written (an EOF, say) leaves before the CLOSE
             self.core.close(error_code, reason)
             self.pump()
         if self._nursery is not None:

@@ -108,7 +108,7 @@ class SeamStream(trio.abc.HalfCloseableStream):
                 chunk = bytes(view[sent : sent + capacity])
                 core.send_stream_data(self.stream_id, chunk)
                 sent += len(chunk)
-                self._conn.pump()
+                self._conn.pump_soon()
         finally:
             self._sending = False
 
@@ -137,7 +137,7 @@ class SeamStream(trio.abc.HalfCloseableStream):
         self._eof_sent = True
         if self._send_error is None:
             self._conn.core.send_stream_data(self.stream_id, b"", end_stream=True)
-            self._conn.pump()
+            self._conn.pump_soon()
 
     # --------------------------------------------------------------- receiving
 
@@ -202,7 +202,7 @@ class SeamStream(trio.abc.HalfCloseableStream):
                     self._conn._consumed(self.stream_id, self._buffered)
                 self._chunks.clear()
                 self._buffered = 0
-                self._conn.pump()
+                self._conn.pump_soon()
             self._readable.set()
             self._send_lot.unpark_all()
             self._conn._stream_closed(self)
