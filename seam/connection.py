@@ -100,7 +100,7 @@ MAX_PACKET_NUMBER = (1 << 62) - 1  # docs/protocol.md 6.1: close before nonces c
 PATH_CHALLENGE_ATTEMPTS = 3
 TLP_TAIL_SEARCH = 4  # newest packets in flight a data-less probe looks through for stream data to resend
 AMPLIFICATION_FACTOR = 3  # RFC 9000 8.1: at most 3x the bytes received on an unvalidated path
-# DATA packet layout (docs/protocol.md 1.3), as plain ints for the per-packet receive path
+# DATA packet layout (docs/protocol.md 6), as plain ints for the per-packet receive path
 _DATA_PHASE0 = pk.PacketType.DATA_PHASE0.value
 _DATA_PHASE1 = pk.PacketType.DATA_PHASE1.value
 _PN_START = 1 + pk.CID_LEN  # the packet number follows the type byte and the destination CID
@@ -793,7 +793,7 @@ class Connection:
             return None
 
     def _receive_data(self, key_phase: int, data: bytes, addr: Address, now: float, ecn: int) -> None:
-        """A DATA packet (docs/protocol.md 1.3): ``data`` is at least a header and a tag long."""
+        """A DATA packet (docs/protocol.md 6): ``data`` is at least a header and a tag long."""
         if data[1:_PN_START] != self.local_cid:
             self.count_drop("unknown-cid")
             return
