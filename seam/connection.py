@@ -144,6 +144,7 @@ class ConnectionStats:
     packets_spuriously_lost: int = 0  # declared lost, then acknowledged after all (reordering)
     datagram_size: int = 0  # bytes of UDP payload per full packet now (grows with PMTU discovery)
     pmtu_search: str = "disabled"  # path MTU discovery: "searching", "complete" or "disabled"
+    congestion_phase: str = ""  # the controller's state now (BBR: startup ... probe_rtt)
     ecn_state: str = ""  # our marking: testing, unknown, capable or failed (docs/protocol.md 7.6)
     ecn_failure: str = ""  # why it failed, if it did
     ecn_ce_marks: int = 0  # CE marks the peer reported on our packets (validated ACKs only)
@@ -447,6 +448,7 @@ class Connection:
             fec_blocks_abandoned=self._fec_rx.blocks_abandoned,
             fec_loss_rate=self._fec_tx.loss_rate,
             fec_repair_count=self._fec_tx.repair_count,
+            congestion_phase=self._recovery.congestion.phase,
             ecn_state=self._recovery.ecn.state.value,
             ecn_failure=self._recovery.ecn.failure,
             ecn_ce_marks=self._recovery.ecn.ce_marks,

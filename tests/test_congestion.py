@@ -53,6 +53,15 @@ def test_builtin_controllers_are_selectable_by_name() -> None:
     assert isinstance(create("newreno"), NewReno)
 
 
+def test_phase_names_where_each_controller_is() -> None:
+    """ConnectionStats.congestion_phase: slow start or avoidance, or BBR's own state."""
+    reno = create("newreno")
+    assert reno.phase == "slow_start"
+    reno.ssthresh = reno.congestion_window
+    assert reno.phase == "avoidance"
+    assert create("bbr").phase == "startup"
+
+
 def test_unknown_name_is_a_clear_error() -> None:
     with pytest.raises(ValueError, match=r"unknown congestion controller 'bbr9'.*cubic.*newreno"):
         create("bbr9")

@@ -482,6 +482,8 @@ def seam_receiver(
 
 def seam_send(args: argparse.Namespace) -> None:
     srtts: list[float] = []  # smoothed RTT every 100 ms while sending
+    probe_rtt: list[float] = []  # when a 100 ms sample found BBR in ProbeRTT
+    phases: dict[str, int] = {}  # 100 ms samples per controller phase
 
     async def send(conn: Any, stream: Any, out: dict[str, Any]) -> None:
         data = os.urandom(CHUNK)
@@ -493,8 +495,14 @@ def seam_send(args: argparse.Namespace) -> None:
             await stream.send_all(data)
             out["sent"] += len(data)
             if now >= next_sample:
-                srtts.append(conn.stats().smoothed_rtt)
+                stats = conn.stats()
+                srtts.append(stats.smoothed_rtt)
+                phases[stats.congestion_phase] = phases.get(stats.congestion_phase, 0) + 1
+                if stats.congestion_phase == "probe_rtt" and (not probe_rtt or now - probe_rtt[-1] > 1.0):
+                    probe_rtt.append(now)  # seen in ProbeRTT (one sample per visit)
                 next_sample = now + 0.1
+        out["probe_rtt_at_s"] = [round(t - started, 1) for t in probe_rtt]
+        out["phase_samples"] = phases
 
     def report(stats: Any, out: dict[str, Any]) -> None:
         out["packets_lost"] = stats.packets_lost

@@ -105,6 +105,11 @@ class CongestionController(abc.ABC):
         """True while the window grows by the bytes acknowledged (no loss seen yet)."""
         return self.ssthresh is None or self.congestion_window < self.ssthresh
 
+    @property
+    def phase(self) -> str:
+        """Where the controller is, for statistics: ``slow_start`` or ``avoidance`` here."""
+        return "slow_start" if self.in_slow_start else "avoidance"
+
 
 _REGISTRY: dict[str, type[CongestionController]] = {}
 C = TypeVar("C", bound=type[CongestionController])

@@ -298,6 +298,11 @@ class BBR(CongestionController):
         return STARTUP_PACING_GAIN * self.initial_cwnd / srtt
 
     @property
+    def phase(self) -> str:
+        """The BBR state: startup, drain, probe_bw_down/cruise/refill/up or probe_rtt."""
+        return self.state.value
+
+    @property
     def in_slow_start(self) -> bool:
         return self.state is State.STARTUP
 
