@@ -317,6 +317,7 @@ def seam_lat_send(args: argparse.Namespace) -> None:
         out["packets_sent"] = stats.packets_sent
         out["packets_lost"] = stats.packets_lost
         out["packets_retransmitted"] = stats.packets_retransmitted
+        out["packets_spuriously_lost"] = stats.packets_spuriously_lost
         out["fec_repairs_sent"] = stats.fec_repairs_sent
         out["fec_retransmissions_avoided"] = stats.fec_retransmissions_avoided
         out["fec_loss_rate"] = round(stats.fec_loss_rate, 5)
@@ -505,7 +506,9 @@ def seam_send(args: argparse.Namespace) -> None:
         out["phase_samples"] = phases
 
     def report(stats: Any, out: dict[str, Any]) -> None:
+        out["packets_sent"] = stats.packets_sent
         out["packets_lost"] = stats.packets_lost
+        out["packets_spuriously_lost"] = stats.packets_spuriously_lost
         out["packets_retransmitted"] = stats.packets_retransmitted
         out["srtt_ms"] = round(stats.smoothed_rtt * 1000, 2)
         out["datagram_size"] = stats.datagram_size
