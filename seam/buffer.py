@@ -10,12 +10,13 @@ first byte give the length (1, 2, 4 or 8 bytes) and the value is at most
 from __future__ import annotations
 
 import struct
+from typing import TypeVar, cast
 
 from seam.errors import ParseError
 
 VARINT_MAX = (1 << 62) - 1  # RFC 9000 section 16
-# by encoded length: the value bits left once the two length bits are cleared
-_U32 = struct.Struct("!I")
+_Bytes = TypeVar("_Bytes", bound=bytes | memoryview)  # a slice is of the type sliced
+_U32 = struct.Struct("!I")  # the 4- and 8-byte varint forms, before the length bits are masked off
 _U64 = struct.Struct("!Q")
 
 
@@ -71,6 +72,22 @@ def pull_varint_at(data: bytes | memoryview, pos: int, end: int) -> tuple[int, i
     return _U64.unpack_from(data, pos)[0] & VARINT_MAX, stop
 
 
+def pull_bytes_at(data: _Bytes, pos: int, length: int, end: int) -> tuple[_Bytes, int]:
+    """``length`` bytes at ``data[pos]`` and the position after them (the cursor-free ``pull_bytes``)."""
+    stop = pos + length
+    if length < 0 or stop > end:
+        raise ParseError(f"need {length} bytes, have {end - pos}")
+    return cast(_Bytes, data[pos:stop]), stop  # bytes and memoryview slices keep their type
+
+
+def pull_varint_bytes_at(data: _Bytes, pos: int, limit: int, end: int) -> tuple[_Bytes, int]:
+    """A varint length, at most ``limit``, then that many bytes (the cursor-free ``pull_varint_bytes``)."""
+    length, pos = pull_varint_at(data, pos, end)
+    if length > limit:
+        raise ParseError(f"length {length} exceeds limit {limit}")
+    return pull_bytes_at(data, pos, length, end)
+
+
 class Reader:
     """A cursor over an immutable bytes-like object.
 
@@ -96,11 +113,8 @@ class Reader:
         return self._pos >= self._end
 
     def pull_bytes(self, length: int) -> bytes:
-        if length < 0 or self._pos + length > self._end:
-            raise ParseError(f"need {length} bytes, have {self._end - self._pos}")
-        start = self._pos
-        self._pos += length
-        return bytes(self._data[start : self._pos])
+        value, self._pos = pull_bytes_at(self._data, self._pos, length, self._end)
+        return bytes(value)  # a copy when reading a memoryview; the same object when bytes
 
     def pull_rest(self) -> bytes:
         start = self._pos
@@ -129,10 +143,8 @@ class Reader:
 
     def pull_varint_bytes(self, limit: int) -> bytes:
         """A varint length followed by that many bytes; the length must not exceed ``limit``."""
-        length = self.pull_varint()
-        if length > limit:
-            raise ParseError(f"length {length} exceeds limit {limit}")
-        return self.pull_bytes(length)
+        value, self._pos = pull_varint_bytes_at(self._data, self._pos, limit, self._end)
+        return bytes(value)
 
 
 class Writer:

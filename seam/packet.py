@@ -12,7 +12,15 @@ import struct
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
-from seam.buffer import VARINT_MAX, Reader, encode_varint, pull_varint_at, varint_size
+from seam.buffer import (
+    VARINT_MAX,
+    Reader,
+    encode_varint,
+    pull_bytes_at,
+    pull_varint_at,
+    pull_varint_bytes_at,
+    varint_size,
+)
 from seam.errors import ParseError
 
 VERSION = 0x5345_0002  # "SE" v2, docs/protocol.md section 1
@@ -84,7 +92,7 @@ class HandshakeFragment:
     data: bytes
 
 
-@dataclass(slots=True)  # not frozen: built per packet, and frozen construction costs 3x
+@dataclass(frozen=True, slots=True)
 class DataHeader:
     key_phase: int
     dcid: bytes
@@ -344,21 +352,6 @@ _PING = PingFrame()
 _HANDSHAKE_DONE = HandshakeDoneFrame()
 
 
-def _pull_bytes(data: bytes, pos: int, length: int, end: int) -> tuple[bytes, int]:
-    stop = pos + length
-    if stop > end:
-        raise ParseError(f"need {length} bytes, have {end - pos}")
-    return data[pos:stop], stop
-
-
-def _pull_varint_bytes(data: bytes, pos: int, limit: int, end: int) -> tuple[bytes, int]:
-    """A varint length, at most ``limit``, then that many bytes."""
-    length, pos = pull_varint_at(data, pos, end)
-    if length > limit:
-        raise ParseError(f"length {length} exceeds limit {limit}")
-    return _pull_bytes(data, pos, length, end)
-
-
 def _parse_ack(data: bytes, pos: int, end: int, *, with_ecn: bool) -> tuple[AckFrame, int]:
     varint = pull_varint_at
     largest, pos = varint(data, pos, end)
@@ -389,9 +382,9 @@ def _parse_ack(data: bytes, pos: int, end: int, *, with_ecn: bool) -> tuple[AckF
 
 
 # Frame types as plain ints: parse_frames runs per packet, and IntEnum lookups cost.
-_T_PADDING, _T_PING, _T_ACK, _T_ACK_ECN = FrameType.PADDING.value, FrameType.PING.value, 0x02, 0x10
+_T_PADDING, _T_PING = FrameType.PADDING.value, FrameType.PING.value
+_T_ACK, _T_ACK_ECN = FrameType.ACK.value, FrameType.ACK_ECN.value
 _T_STREAM, _T_STREAM_FIN = FrameType.STREAM.value, FrameType.STREAM_FIN.value
-assert (_T_ACK, _T_ACK_ECN) == (FrameType.ACK, FrameType.ACK_ECN)
 
 
 def parse_frames(payload: bytes) -> list[Frame]:
@@ -415,7 +408,7 @@ def parse_frames(payload: bytes) -> list[Frame]:
             stream_id, pos = varint(payload, pos, end)
             offset, pos = varint(payload, pos, end)
             length, pos = varint(payload, pos, end)
-            data, pos = _pull_bytes(payload, pos, length, end)
+            data, pos = pull_bytes_at(payload, pos, length, end)
             if offset + length > VARINT_MAX:
                 raise ParseError("stream offset overflow")
             append(StreamFrame(stream_id, offset, data, kind == _T_STREAM_FIN))
@@ -431,45 +424,43 @@ def parse_frames(payload: bytes) -> list[Frame]:
     return frames
 
 
+# Frames made of their type and a fixed number of varints, the inverse of encode_varints.
+_VARINT_FRAMES: dict[int, tuple[Callable[..., Frame], int]] = {
+    FrameType.MAX_DATA: (MaxDataFrame, 1),
+    FrameType.MAX_STREAM_DATA: (MaxStreamDataFrame, 2),
+    FrameType.MAX_STREAMS: (MaxStreamsFrame, 1),
+    FrameType.RESET_STREAM: (ResetStreamFrame, 3),
+    FrameType.STOP_SENDING: (StopSendingFrame, 2),
+}
+_PATH_FRAMES: dict[int, Callable[[bytes], Frame]] = {
+    FrameType.PATH_CHALLENGE: PathChallengeFrame,
+    FrameType.PATH_RESPONSE: PathResponseFrame,
+}
+
+
 def _parse_rare_frame(kind: int, payload: bytes, pos: int, end: int, append: Callable[[Frame], None]) -> int:
     """Every frame type but STREAM, ACK, PADDING and PING; returns the position after it."""
-    varint = pull_varint_at
-    if kind == FrameType.MAX_DATA:
-        maximum, pos = varint(payload, pos, end)
-        append(MaxDataFrame(maximum))
-    elif kind == FrameType.MAX_STREAM_DATA:
-        stream_id, pos = varint(payload, pos, end)
-        maximum, pos = varint(payload, pos, end)
-        append(MaxStreamDataFrame(stream_id, maximum))
-    elif kind == FrameType.MAX_STREAMS:
-        maximum, pos = varint(payload, pos, end)
-        append(MaxStreamsFrame(maximum))
+    if kind in _VARINT_FRAMES:
+        make, count = _VARINT_FRAMES[kind]
+        values = []
+        for _ in range(count):
+            value, pos = pull_varint_at(payload, pos, end)
+            values.append(value)
+        append(make(*values))
+    elif kind in _PATH_FRAMES:
+        data, pos = pull_bytes_at(payload, pos, 8, end)
+        append(_PATH_FRAMES[kind](data))
     elif kind == FrameType.DATAGRAM:
-        data, pos = _pull_varint_bytes(payload, pos, 65535, end)
+        data, pos = pull_varint_bytes_at(payload, pos, 65535, end)
         append(DatagramFrame(data))
-    elif kind == FrameType.RESET_STREAM:
-        stream_id, pos = varint(payload, pos, end)
-        error_code, pos = varint(payload, pos, end)
-        final_size, pos = varint(payload, pos, end)
-        append(ResetStreamFrame(stream_id, error_code, final_size))
-    elif kind == FrameType.STOP_SENDING:
-        stream_id, pos = varint(payload, pos, end)
-        error_code, pos = varint(payload, pos, end)
-        append(StopSendingFrame(stream_id, error_code))
-    elif kind == FrameType.PATH_CHALLENGE:
-        data, pos = _pull_bytes(payload, pos, 8, end)
-        append(PathChallengeFrame(data))
-    elif kind == FrameType.PATH_RESPONSE:
-        data, pos = _pull_bytes(payload, pos, 8, end)
-        append(PathResponseFrame(data))
     elif kind == FrameType.CLOSE:
-        code, pos = varint(payload, pos, end)
-        raw, pos = _pull_varint_bytes(payload, pos, MAX_REASON_LEN, end)
+        code, pos = pull_varint_at(payload, pos, end)
+        raw, pos = pull_varint_bytes_at(payload, pos, MAX_REASON_LEN, end)
         append(CloseFrame(code, raw.decode("utf-8", errors="replace")))
     elif kind == FrameType.HANDSHAKE_DONE:
         append(_HANDSHAKE_DONE)
     elif kind == FrameType.REPAIR:
-        body, pos = _pull_varint_bytes(payload, pos, MAX_REPAIR_BODY, end)
+        body, pos = pull_varint_bytes_at(payload, pos, MAX_REPAIR_BODY, end)
         append(RepairFrame(body))
     else:
         raise ParseError(f"unknown frame type 0x{kind:x}")
