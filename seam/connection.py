@@ -104,7 +104,7 @@ AMPLIFICATION_FACTOR = 3  # RFC 9000 8.1: at most 3x the bytes received on an un
 _DATA_PHASE0 = pk.PacketType.DATA_PHASE0.value
 _DATA_PHASE1 = pk.PacketType.DATA_PHASE1.value
 _PN_START = 1 + pk.CID_LEN  # the packet number follows the type byte and the destination CID
-_MIN_DATA_PACKET = pk.DATA_HEADER_LEN + pk.AEAD_TAG_LEN
+_DATA_OVERHEAD = pk.DATA_HEADER_LEN + pk.AEAD_TAG_LEN  # bytes of a DATA packet around its frames
 _U32 = struct.Struct("!I")
 MAX_PENDING_CONTROL = 4096  # queued control frames; a peer cannot grow this past it
 
@@ -231,7 +231,7 @@ class Connection:
         self._created = now
         # Datagram size: starts at max_datagram_size, grows as path MTU discovery allows (seam.pmtud)
         self._datagram_size = config.max_datagram_size
-        self._max_payload = config.max_datagram_size - pk.DATA_HEADER_LEN - pk.AEAD_TAG_LEN
+        self._max_payload = config.max_datagram_size - _DATA_OVERHEAD
         self._pmtu = PathMtuSearch(config.max_datagram_size, config.pmtu_ceiling)
         self._persistent_congestion_seen = 0
 
@@ -322,7 +322,6 @@ class Connection:
         self._fec_policy = fec.parse_fec_spec(config.fec)
         self._fec_max_source = fec.max_source_payload(self._max_payload)
         self._max_datagram_payload = self._datagram_room()
-        self._base_max_payload = self._max_payload  # at the base size, which every path carries
         self._big_lost_in_row = 0  # packets above the base size lost since one was acknowledged
         self._fec_tx = fec.FecEncoder(self._fec_policy, max_source=self._fec_max_source)
         self._fec_rx = fec.FecDecoder()
@@ -593,7 +592,7 @@ class Connection:
         kind = data[0] if data else -1
         if kind == _DATA_PHASE0 or kind == _DATA_PHASE1:
             # The per-packet case, decoded here rather than through parse_header's dataclass.
-            if len(data) < _MIN_DATA_PACKET:
+            if len(data) < _DATA_OVERHEAD:
                 self.count_drop("malformed")
                 return
             try:
@@ -1182,11 +1181,7 @@ class Connection:
             for info in packet.frames:
                 kind = info[0]
                 if kind == "stream":
-                    _, sid, offset, length, fin = info
-                    stream = self._streams.get(sid)
-                    if stream is not None and not stream.send.is_reset:
-                        stream.send.on_lost(offset, length, fin)
-                        self._mark_send_ready(sid)
+                    self._stream_data_lost(*info[1:])
                 elif kind in (
                     "max_data",
                     "max_stream_data",
@@ -1199,6 +1194,15 @@ class Connection:
                         self._handshake_done_pending = True
                     else:
                         self._queue_control(info)
+
+    def _stream_data_lost(self, sid: int, offset: int, length: int, fin: bool) -> bool:
+        """Queue a stream range to be sent again; False if its stream is gone or reset."""
+        stream = self._streams.get(sid)
+        if stream is None or stream.send.is_reset:
+            return False
+        stream.send.on_lost(offset, length, fin)
+        self._mark_send_ready(sid)
+        return True
 
     def _maybe_discard_stream(self, stream: _StreamState) -> None:
         send_done = stream.send.is_reset or stream.send.all_acked
@@ -1243,12 +1247,7 @@ class Connection:
             queued = False
             for info in packet.frames:
                 if info[0] == "stream":
-                    _, sid, offset, length, fin = info
-                    stream = self._streams.get(sid)
-                    if stream is not None and not stream.send.is_reset:
-                        stream.send.on_lost(offset, length, fin)
-                        self._mark_send_ready(sid)
-                        queued = True
+                    queued = self._stream_data_lost(*info[1:]) or queued
             if queued:
                 return True
         return False
@@ -1430,7 +1429,7 @@ class Connection:
             ):
                 # Consecutive PTOs: probe at the base size, which a path whose MTU shrank still
                 # carries, so its ACK can reveal the black hole (docs/protocol.md 7.5).
-                limit = min(limit, self._base_max_payload)
+                limit = min(limit, self.config.max_datagram_size - _DATA_OVERHEAD)
             if ack is not None:
                 # Reserved now; kept below only if due or if it can ride along.
                 parts.append(ack)
@@ -1580,7 +1579,7 @@ class Connection:
         size = self._pmtu.next_probe(now)
         if size is None or not self._recovery.can_send(size) or self._amplification_room() < size:
             return
-        padding = size - pk.DATA_HEADER_LEN - pk.AEAD_TAG_LEN - len(pk.PING_BYTES)
+        padding = size - _DATA_OVERHEAD - len(pk.PING_BYTES)
         datagram = self._seal(pk.PING_BYTES + bytes(padding), now)
         out.append((datagram, self.peer_address))
         self._pmtu.on_probe_sent(size)
@@ -1589,7 +1588,7 @@ class Connection:
     def _set_datagram_size(self, size: int) -> None:
         """Use ``size``-byte datagrams from the next packet on (PMTU discovery moved)."""
         self._datagram_size = size
-        self._max_payload = size - pk.DATA_HEADER_LEN - pk.AEAD_TAG_LEN
+        self._max_payload = size - _DATA_OVERHEAD
         self._fec_max_source = fec.max_source_payload(self._max_payload)
         self._fec_tx.max_source = min(self._fec_max_source, fec.MAX_SOURCE)
         self._recovery.congestion.max_datagram_size = size
