@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from seam.build import warn_if_stale
 from seam.config import SeamConfig
 from seam.connection import Connection, ConnectionStats
 from seam.errors import (
@@ -39,6 +40,8 @@ if TYPE_CHECKING:
 
     Stream = SeamStream
     Listener = SeamListener
+
+warn_if_stale()
 
 _TRIO_NAMES = {
     "SeamConnection": ("seam._trio.connection", "SeamConnection"),

@@ -616,8 +616,8 @@ class Connection:
                 self.count_drop("unexpected-hello")
         except RemoteProtocolError as exc:
             self._fail(exc.code, str(exc))
-        except HandshakeError as exc:
-            self._handshake_failed(exc)
+        except HandshakeError as failed:  # not exc: compiled, exc keeps its first type
+            self._handshake_failed(failed)
         except Exception as exc:  # a bug of ours: end this connection, never the endpoint
             self._internal_error(exc)
 

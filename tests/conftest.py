@@ -18,6 +18,7 @@ import pytest
 import trio
 
 import seam
+import seam.build
 from seam.testing import shared_identities
 
 if TYPE_CHECKING:
@@ -47,6 +48,13 @@ def require_tool(name: str) -> str:
             pytest.fail(f"{message} (SEAMLESS_REQUIRE_ALL=1 forbids skipping)")
         pytest.skip(message)
     return path
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    stale = seam.build.stale_modules()
+    if stale:  # the compiled copies would run, not the edited sources
+        changed = ", ".join(stale)
+        raise pytest.UsageError(f"{changed} changed after the last build: run `pip install -e .` first")
 
 
 @pytest.hookimpl(hookwrapper=True)

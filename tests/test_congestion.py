@@ -90,6 +90,15 @@ def test_a_registered_controller_becomes_available(monkeypatch: pytest.MonkeyPat
 def test_the_interface_is_abstract_and_has_rfc_defaults() -> None:
     with pytest.raises(TypeError):
         CongestionController()  # type: ignore[abstract]
+
+    class AcksOnly(CongestionController):
+        name = "acks-only-test"
+
+        def on_packets_acked(self, packets: list[SentPacket], now: float, rtt: RttEstimator) -> None:
+            pass
+
+    with pytest.raises(TypeError, match="does not implement on_packets_lost"):
+        AcksOnly()  # type: ignore[abstract]
     # RFC 9002 7.2: initial window min(10 * mds, max(14720, 2 * mds)), minimum window 2 * mds.
     assert initial_window(1200) == 12000
     assert initial_window(1500) == 14720

@@ -5,6 +5,8 @@ from __future__ import annotations
 import abc
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
+from mypy_extensions import mypyc_attr
+
 if TYPE_CHECKING:
     import random
 
@@ -19,6 +21,22 @@ def initial_window(max_datagram_size: int) -> int:
     return min(10 * max_datagram_size, max(14720, 2 * max_datagram_size))
 
 
+_ABSTRACT_METHODS = ("on_packets_acked", "on_packets_lost")
+
+
+def _refuse_abstract(cls: type) -> None:
+    """abc's own check, which classes compiled by mypyc (setup.py) skip."""
+    missing = [
+        name
+        for name in _ABSTRACT_METHODS
+        if not any(name in vars(klass) for klass in cls.__mro__ if klass is not CongestionController)
+    ]
+    if missing:
+        raise TypeError(f"can't instantiate {cls.__name__}: it does not implement {', '.join(missing)}")
+
+
+# Compiled with the rest of the core (setup.py), yet open to controllers written in plain Python.
+@mypyc_attr(allow_interpreted_subclasses=True)
 class CongestionController(abc.ABC):
     """Decides how many bytes may be in flight; fed by :class:`seam.recovery.LossRecovery`.
 
@@ -34,6 +52,7 @@ class CongestionController(abc.ABC):
     wants_rate_samples: ClassVar[bool] = False  # build a RateSample per ACK for on_rate_sample
 
     def __init__(self, *, max_datagram_size: int = 1200) -> None:
+        _refuse_abstract(type(self))
         self.max_datagram_size = max_datagram_size
         self.congestion_window = initial_window(max_datagram_size)
         self.ssthresh: int | None = None

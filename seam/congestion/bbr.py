@@ -179,7 +179,6 @@ class WindowedMax:
         self._samples.clear()
 
 
-@register
 class BBR(CongestionController):
     """BBRv3; see the module docstring. ``congestion_window`` is recomputed on every ACK."""
 
@@ -555,7 +554,7 @@ class BBR(CongestionController):
         if self.state not in PROBING_STATES and (too_lossy or self._ecn_in_round):
             # BBRAdaptLowerBoundsFromCongestion: adapt to the latest delivery process.
             if self.inflight_shortterm == INFINITY:
-                self.inflight_shortterm = self.congestion_window
+                self.inflight_shortterm = float(self.congestion_window)
             ecn_inflight = INFINITY
             if self._ecn_in_round:  # Linux bbr_ecn_lower_bounds: the volume only, by ecn_alpha / 3
                 ecn_inflight = self.inflight_shortterm * (1 - self.ecn_alpha * ECN_FACTOR)
@@ -761,7 +760,7 @@ class BBR(CongestionController):
         if self.inflight_longterm == INFINITY:
             return  # no upper bound to raise
         if sample.tx_in_flight > self.inflight_longterm:
-            self.inflight_longterm = sample.tx_in_flight
+            self.inflight_longterm = float(sample.tx_in_flight)
         if self.state is State.PROBE_BW_UP:
             self._probe_inflight_longterm_upward(sample)
 
@@ -907,3 +906,6 @@ class BBR(CongestionController):
             cap = self._inflight_with_headroom()
         cap = max(min(cap, self.inflight_shortterm), self.min_pipe_cwnd)
         self.congestion_window = int(min(cwnd, cap))
+
+
+register(BBR)  # not a decorator: mypyc compiles only undecorated classes to native ones

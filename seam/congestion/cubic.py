@@ -14,7 +14,6 @@ BETA_CUBIC = 0.7  # RFC 9438 section 5.1
 ALPHA_CUBIC = 3 * (1 - BETA_CUBIC) / (1 + BETA_CUBIC)  # RFC 9438 section 5.8
 
 
-@register
 class Cubic(CongestionController):
     name = "cubic"
 
@@ -86,3 +85,6 @@ class Cubic(CongestionController):
         self.k = ((self.w_max - new) / C_CUBIC) ** (1 / 3) if self.w_max > new else 0.0  # RFC 9438 eq. 2
         self._epoch_start = now
         self._w_est = new
+
+
+register(Cubic)  # not a decorator: mypyc compiles only undecorated classes to native ones

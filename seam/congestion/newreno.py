@@ -10,7 +10,6 @@ if TYPE_CHECKING:
     from seam.recovery import RttEstimator, SentPacket
 
 
-@register
 class NewReno(CongestionController):
     name = "newreno"
 
@@ -33,3 +32,6 @@ class NewReno(CongestionController):
     def on_packets_lost(self, packets: list[SentPacket], now: float, rtt: RttEstimator) -> None:
         if packets:
             self.on_congestion_event(max(p.time_sent for p in packets), now)
+
+
+register(NewReno)  # not a decorator: mypyc compiles only undecorated classes to native ones
