@@ -10,7 +10,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-CipherName = Literal["chacha20poly1305", "aes256gcm"]
+CipherName = Literal["auto", "chacha20poly1305", "aes256gcm"]
 
 
 class SeamConfig(BaseModel):
@@ -18,7 +18,7 @@ class SeamConfig(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    cipher: CipherName = "chacha20poly1305"
+    cipher: CipherName = "auto"  # AES-256-GCM with AES in hardware, else ChaCha20-Poly1305
     congestion: str = "bbr"  # a name from seam.congestion.available(): "cubic", "newreno" or "bbr"
     max_datagram_size: int = Field(default=1200, ge=1200, le=65000)  # bytes of UDP payload at the start
     # Path MTU discovery (seam.pmtud) probes up to this many bytes of UDP payload; at or below

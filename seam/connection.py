@@ -53,7 +53,7 @@ from seam import packet as pk
 from seam.buffer import varint_size
 from seam.config import SeamConfig
 from seam.congestion import create as create_congestion
-from seam.crypto import Cipher, PacketProtection, ReplayWindow
+from seam.crypto import Cipher, PacketProtection, ReplayWindow, accepted_ciphers
 from seam.ecn import Codepoint
 from seam.errors import (
     CryptoError,
@@ -751,7 +751,9 @@ class Connection:
 
     def _answer_msg1(self, message: bytes) -> None:
         """Read a msg1 and send its msg2 (raises :class:`HandshakeError` if it is invalid)."""
-        hs = ServerHandshake(self.identity, prologue=self._prologue())
+        hs = ServerHandshake(
+            self.identity, prologue=self._prologue(), ciphers=accepted_ciphers(self.config.cipher)
+        )
         hs.read_message1(message)
         flight = pk.encode_handshake_message(self.remote_cid, self.local_cid, b"", 2, hs.write_message2())
         self._answers = [*self._answers[-(MAX_MSG1_ANSWERS - 1) :], _Msg1Answer(message, hs, flight)]

@@ -89,7 +89,12 @@ def _options(
         typer.Option("--congestion", metavar="newreno|cubic|bbr", help="Seam congestion controller"),
     ] = None,
     cipher: Annotated[
-        str | None, typer.Option("--cipher", metavar="chacha20poly1305|aes256gcm", help="Seam AEAD")
+        str | None,
+        typer.Option(
+            "--cipher",
+            metavar="auto|chacha20poly1305|aes256gcm",
+            help="Seam AEAD (auto: AES-256-GCM where the CPU has AES)",
+        ),
     ] = None,
     fec: Annotated[
         str | None,

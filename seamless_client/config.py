@@ -125,7 +125,7 @@ class ClientSettings(BaseModel):
     remote_port: int | None = None  # tcp/udp: 0 lets the relay pick
     quiet: bool = False
     congestion: CongestionName = "bbr"
-    cipher: CipherName = "chacha20poly1305"
+    cipher: CipherName = "auto"
     fec: str = "off"  # FEC repairs the client sends: "off", "auto" or "K,M" (docs/fec.md)
     identity_path: Path = Field(default_factory=identity_path)
 

@@ -113,7 +113,7 @@ def relay(
             metavar="SECONDS",
         ),
     ] = None,
-    cipher: Annotated[Text, _opt("cipher", "Seam AEAD", metavar="chacha20poly1305|aes256gcm")] = None,
+    cipher: Annotated[Text, _opt("cipher", "Seam AEAD", metavar="auto|chacha20poly1305|aes256gcm")] = None,
     congestion: Annotated[
         Text, _opt("congestion", "Seam congestion controller", metavar="newreno|cubic|bbr")
     ] = None,

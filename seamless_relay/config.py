@@ -295,7 +295,7 @@ class RelayConfig(BaseModel):
     subdomain_length: Annotated[int, _int_between(4, 32)] = 8
     subdomain_grace: Annotated[float, _seconds(positive=False, high=None)] = 300.0
     tunnel_keepalive: Annotated[float, _seconds(positive=True, high=600)] = 30.0
-    cipher: CipherName = "chacha20poly1305"
+    cipher: CipherName = "auto"
     congestion: CongestionName = "bbr"
     fec: str = "off"  # FEC repairs the relay sends to clients: "off", "auto" or "K,M" (docs/fec.md)
     max_body_size: Annotated[int, AfterValidator(_non_negative)] = 10 * 1024 * 1024  # bytes, 0 = unlimited

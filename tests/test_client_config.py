@@ -173,7 +173,7 @@ def test_settings_from_the_file(saved: ClientFile, keys: PublicKeys, xdg: Path) 
     assert settings.server_keys == keys
     assert settings.token == "file-token-123456"
     assert (settings.kind, settings.local_host, settings.local_port) == ("http", "127.0.0.1", 3000)
-    assert (settings.cipher, settings.congestion, settings.quiet) == ("chacha20poly1305", "bbr", False)
+    assert (settings.cipher, settings.congestion, settings.quiet) == ("auto", "bbr", False)
     assert settings.identity_path == xdg / "seamless" / "identity.json"
 
 

@@ -13,6 +13,7 @@ from seam import packet as pk
 from seam import testing
 from seam.config import SeamConfig
 from seam.connection import State
+from seam.crypto import Cipher, accepted_ciphers, cpu_has_aes
 from seam.errors import ErrorCode
 from seam.events import (
     ConnectionTerminated,
@@ -524,3 +525,18 @@ def seam_root() -> str:
     import seam
 
     return str(__import__("pathlib").Path(seam.__file__).parent)
+
+
+def test_auto_cipher_takes_aes_gcm_where_the_cpu_has_aes() -> None:
+    pair = Pair()  # cipher "auto" on both ends
+    pair.handshake()
+    completed = [e for e in pair.client_events if isinstance(e, HandshakeCompleted)]
+    assert completed[0].cipher == ("aes256gcm" if cpu_has_aes() else "chacha20poly1305")
+    assert accepted_ciphers("auto") == frozenset(Cipher)
+
+
+def test_a_server_set_to_one_cipher_refuses_the_other() -> None:
+    pair = Pair(config=SeamConfig(cipher="aes256gcm"), server_config=SeamConfig(cipher="chacha20poly1305"))
+    pair.run(lambda: pair.client.state is State.CLOSED, max_time=60)
+    assert not pair.client.is_established
+    assert pair.server is None or not pair.server.is_established

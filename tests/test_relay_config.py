@@ -171,7 +171,7 @@ def test_defaults() -> None:
     assert config.reserved_subdomains == ["www", "admin", "api", "relay"]
     assert (config.subdomain_length, config.subdomain_grace, config.tunnel_keepalive) == (8, 300.0, 30.0)
     assert (config.cipher, config.congestion, config.log_level, config.log_format) == (
-        "chacha20poly1305",
+        "auto",
         "bbr",
         "info",
         "text",
