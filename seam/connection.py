@@ -158,7 +158,11 @@ class _StreamState:
     def __init__(self, stream_id: int, config: SeamConfig) -> None:
         self.stream_id = stream_id
         self.send = SendStream(stream_id, max_buffer=config.stream_send_buffer)
-        self.recv = ReceiveStream(stream_id, window=config.stream_receive_window)
+        # A stream that is read as fast as it arrives may widen its window up to the whole
+        # connection's (ReceiveStream.on_consumed), which still bounds what a peer can make us hold.
+        self.recv = ReceiveStream(
+            stream_id, window=config.stream_receive_window, max_window=config.connection_receive_window
+        )
         self.peer_max_data = config.stream_receive_window  # both ends use the same initial window
 
 
@@ -509,18 +513,23 @@ class Connection:
             stream.send.finish()
         self._mark_send_ready(stream_id)
 
-    def stream_data_consumed(self, stream_id: int, nbytes: int) -> bool:
+    def stream_data_consumed(self, stream_id: int, nbytes: int, now: float | None = None) -> bool:
         """The application took ``nbytes`` delivered bytes: re-open flow-control credit.
 
-        Returns True when a window update was queued, i.e. when the caller
-        should run its transmit step soon.
+        ``now`` (default: when the last packet arrived) lets a stream read as fast as it
+        arrives widen its window. Returns True when a window update was queued, i.e. when
+        the caller should run its transmit step soon.
         """
         updated = False
         if self._conn_window.on_consumed(nbytes) is not None:
             self._queue_control(("max_data",))
             updated = True
         stream = self._streams.get(stream_id)
-        if stream is not None and stream.recv.on_consumed(nbytes) is not None:
+        when = self._last_received if now is None else now
+        if (
+            stream is not None
+            and stream.recv.on_consumed(nbytes, when, self._recovery.rtt.smoothed_rtt) is not None
+        ):
             self._queue_control(("max_stream_data", stream_id))
             updated = True
         return updated

@@ -191,20 +191,24 @@ class ReceiveStream:
         "_end_reported",
         "_final_size",
         "_have",
+        "_last_update",
         "_pending",
         "_ready",
         "consumed",
         "current_max_data",
         "delivered",
         "highest_received",
+        "max_window",
         "reset_code",
         "stream_id",
         "window",
     )
 
-    def __init__(self, stream_id: int, *, window: int = 1 << 20) -> None:
+    def __init__(self, stream_id: int, *, window: int = 1 << 20, max_window: int | None = None) -> None:
         self.stream_id = stream_id
         self.window = window
+        self.max_window = window if max_window is None else max(window, max_window)  # auto-tuning's cap
+        self._last_update = float("-inf")  # when the limit was last raised
         self.current_max_data = window
         self.highest_received = 0
         self.delivered = 0  # offset up to which data is contiguous and handed out
@@ -302,12 +306,20 @@ class ReceiveStream:
             end = True
         return data, end
 
-    def on_consumed(self, nbytes: int) -> int | None:
-        """Returns a new limit to advertise once half the window has been consumed."""
+    def on_consumed(self, nbytes: int, now: float = 0.0, rtt: float = 0.0) -> int | None:
+        """Returns a new limit to advertise once half the window has been consumed.
+
+        Auto-tuning, as in Chromium's QUIC flow controller: when the limit must be raised again
+        less than two round trips (``rtt``) after the last time, the reader keeps up and the
+        window is what holds the sender back, so the window doubles, up to ``max_window``.
+        """
         self.consumed += nbytes
         if self._final_size is not None or self.reset_code is not None:
             return None
         if self.consumed + self.window - self.current_max_data >= self.window // 2:
+            if now - self._last_update < 2 * rtt and self.window < self.max_window:
+                self.window = min(2 * self.window, self.max_window)
+            self._last_update = now
             self.current_max_data = self.consumed + self.window
             return self.current_max_data
         return None

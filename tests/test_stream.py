@@ -9,6 +9,7 @@ send side must retransmit exactly what was lost and not since acknowledged.
 from __future__ import annotations
 
 import itertools
+import os
 import random
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -17,8 +18,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from seam.config import SeamConfig
 from seam.errors import ErrorCode, LocalProtocolError, RemoteProtocolError
 from seam.stream import FlowControlWindow, ReceiveStream, SendCredit, SendStream
+from seam.testing import Pair, transfer
 
 Segment = tuple[int, int, bool]  # (start, stop, fin)
 
@@ -175,6 +178,47 @@ def test_credit_is_extended_once_half_the_window_is_consumed() -> None:
     assert rs.current_max_data == 1500
     assert rs.on_consumed(100) is None  # extends again only after another half window
     rs.on_frame(1000, b"y" * 500, False)  # the new limit is usable at once
+
+
+def test_a_window_raised_twice_within_two_round_trips_doubles_up_to_its_cap() -> None:
+    """Auto-tuning: a reader that keeps up gets a wider window, never beyond max_window."""
+    rs = ReceiveStream(0, window=1000, max_window=3000)
+    rtt = 0.010
+    assert rs.on_consumed(500, now=1.0, rtt=rtt) == 1500  # the first raise: nothing to compare with
+    assert rs.window == 1000
+    assert rs.on_consumed(500, now=1.015, rtt=rtt) == 3000  # 15 ms after the last: doubled
+    assert rs.window == 2000
+    assert rs.on_consumed(1000, now=1.020, rtt=rtt) == 5000  # capped at max_window
+    assert rs.window == 3000
+    assert rs.on_consumed(1500, now=1.025, rtt=rtt) == 6500  # at the cap: stays
+    assert rs.window == 3000
+
+
+def test_a_slow_reader_keeps_its_window() -> None:
+    rs = ReceiveStream(0, window=1000, max_window=1 << 20)
+    rtt = 0.010
+    for step in range(10):
+        rs.on_consumed(500, now=1.0 + step * 0.05, rtt=rtt)  # raised every 50 ms, 5 round trips apart
+    assert rs.window == 1000
+    assert rs.current_max_data == 5000 + 1000
+
+
+def test_a_stream_read_at_once_outgrows_a_small_window() -> None:
+    """Through two connections on a simulated path: with room to grow (a connection window 16x
+    the stream's), a 2 MB transfer read at once finishes several times sooner than one held
+    to its 64 KB stream window (the connection window equal to it leaves no room)."""
+
+    def seconds(connection_window: int) -> float:
+        config = SeamConfig(stream_receive_window=64 * 1024, connection_receive_window=connection_window)
+        pair = Pair(config=config)
+        pair.handshake()
+        start = pair.now
+        data = os.urandom(2 * 1024 * 1024)
+        assert transfer(pair, {0: data}) == {0: data}
+        return pair.now - start
+
+    held, tuned = seconds(64 * 1024), seconds(1024 * 1024)
+    assert tuned < held / 3, (held, tuned)
 
 
 def test_a_stream_carries_far_more_than_its_window() -> None:

@@ -193,7 +193,7 @@ class SeamConnection:
         self._timer_changed.set()
 
     def _consumed(self, stream_id: int, nbytes: int) -> None:
-        if self.core.stream_data_consumed(stream_id, nbytes):
+        if self.core.stream_data_consumed(stream_id, nbytes, trio.current_time()):
             self.pump_soon()  # the window update goes before the next packet, with what else is due
 
     def _stream_closed(self, stream: SeamStream) -> None:
