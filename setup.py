@@ -19,7 +19,8 @@ import os
 
 from setuptools import setup
 
-# The per-packet path and what it calls; seam/_trio and the handshake's setup stay interpreted.
+# The per-packet path and what it calls; the rest of seam/_trio (async, trio) and the handshake stay
+# interpreted.
 COMPILED_MODULES = [
     "seam/buffer.py",
     "seam/packet.py",
@@ -37,6 +38,7 @@ COMPILED_MODULES = [
     "seam/congestion/newreno.py",
     "seam/congestion/cubic.py",
     "seam/congestion/bbr.py",
+    "seam/_trio/udp_batch.py",  # sync: batched sendmsg/recvmsg, GSO grouping, GRO splitting
 ]
 
 # The build environment holds only setuptools and mypy: third-party imports are
