@@ -53,6 +53,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
+import seam.build
 from bench.netem.emulator import Child, Impairment, Link, LinkProfile, selftest, terminate_as_interrupt
 
 T = TypeVar("T")
@@ -819,7 +820,8 @@ def latency_main(args: argparse.Namespace, keys: Sequence[str]) -> None:
                     "## Message latency across an emulated link",
                     "",
                     f"{os.cpu_count()} cores, load average {load[0]:.2f} / {load[1]:.2f} / {load[2]:.2f} "
-                    f"(1/5/15 min) at start, Linux {platform.release()}, Python {platform.python_version()}",
+                    f"(1/5/15 min) at start, Linux {platform.release()}, Python {platform.python_version()}, "
+                    f"Seam core {seam.build.describe()}",
                     f"{args.message_size}-byte messages, {args.rate:g} per second on one stream "
                     f"({args.message_size * args.rate * 8 / 1e6:.2f} Mbit/s of payload), "
                     f"{args.seconds:g} s per peer and run; TCP with TCP_NODELAY"
@@ -879,7 +881,8 @@ def header(args: argparse.Namespace, has_bbr: bool, has_ssh: bool, seam_cc: Sequ
             "",
             f"{os.cpu_count()} cores, load average {os.getloadavg()[0]:.2f} at start, "
             f"Linux {platform.release()}, "
-            f"Python {platform.python_version()}, aioquic {aioquic}, {ssh_version}",
+            f"Python {platform.python_version()}, Seam core {seam.build.describe()}, "
+            f"aioquic {aioquic}, {ssh_version}",
             "TCP BBR: "
             + ("available" if has_bbr else "UNAVAILABLE (tcp_bbr module missing; tcp-bbr row skipped)")
             + "; "

@@ -27,6 +27,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+import seam.build
+
 HERE = Path(__file__).parent
 PY = sys.executable
 TIMEOUT = 300  # seconds any single benchmark process may take
@@ -135,7 +137,10 @@ def main() -> None:
     args = parser.parse_args()
     if args.only != "tunnel":
         rows = seam_rows(args)
-        print(f"\nmedian of {args.repeat} runs, {os.cpu_count()} cores, Python {sys.version.split()[0]}\n")
+        print(
+            f"\nmedian of {args.repeat} runs, {os.cpu_count()} cores, Python {sys.version.split()[0]}, "
+            f"Seam core {seam.build.describe()}\n"
+        )
         print("| benchmark | Seam | unit | peer (same run) | ratio |")
         print("|---|---|---|---|---|")
         for row in rows:
