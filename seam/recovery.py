@@ -248,7 +248,7 @@ class LossRecovery:
         self._recovery_end: int | None = None  # in recovery until a packet above this is acknowledged
         # spurious losses: see _detect_spurious_losses
         self.packets_spuriously_lost = 0
-        self._recently_lost: OrderedDict[int, None] = OrderedDict()  # packet numbers, oldest first
+        self._recently_lost: OrderedDict[int, float] = OrderedDict()  # number -> time sent, oldest first
         self._lost_numbers: list[int] = []  # the same packet numbers, sorted: found by bisection per ACK
         self._ranges_seen: set[tuple[int, int]] = set()  # the previous ACK's ranges, all processed
         # delivery-rate estimation (draft-ietf-ccwg-bbr-04 section 4.1.2.1.1)
@@ -354,7 +354,7 @@ class LossRecovery:
             self._ranges_seen = {span for span in ranges if span[1] <= self._largest_sent}
         if not fresh:
             return [], []
-        widened = bool(self._recently_lost) and self._detect_spurious_losses(fresh)
+        widened = bool(self._recently_lost) and self._detect_spurious_losses(fresh, now)
         sent = self._sent
         acked: list[SentPacket] = []
         if sent:
@@ -542,25 +542,30 @@ class LossRecovery:
             previous = packet.packet_number
         return False
 
-    def _detect_spurious_losses(self, ranges: list[tuple[int, int]]) -> bool:
+    def _detect_spurious_losses(self, ranges: list[tuple[int, int]], now: float) -> bool:
         """Count acknowledged packets that had been declared lost, and widen the reordering window.
 
         QUIC's stand-in for RFC 8985's DSACK, and more exact: the late ACK
         names the very packet declared lost. ``reo_wnd_mult`` grows by one at
-        most once per round trip. As the RFC does for retransmitted segments,
-        it does not set ``reordering_seen``: that would turn DupThresh off for
-        good, and on a path delaying 1 % of packets by a round trip it slowed
-        a 2 MB transfer by 13 % (docs/protocol.md 7.2). Returns whether the
-        window widened.
+        most once per round trip. A spurious loss sets ``reordering_seen``
+        only if its ACK came within 1.25 minimum RTTs of its sending, i.e. if
+        the window that reordering_seen opens in recovery (a quarter of the
+        minimum RTT) would have kept it from being declared lost; Linux too
+        notes reordering when a retransmission proves needless. A packet
+        later than that leaves DupThresh on: on a path delaying 1 % of packets
+        by a round trip, turning it off slowed a 2 MB transfer by 13 %
+        (docs/protocol.md 7.2). Returns whether the window widened.
         """
         recently_lost = self._recently_lost
         numbers = self._lost_numbers
         found = False
+        reordered_within = self.rtt.min_rtt * 1.25  # min_rtt plus the window reordering_seen opens
         for low, high in ranges:  # O(log n) per range
             start = bisect_left(numbers, low)
             end = start
             while end < len(numbers) and numbers[end] <= high:
-                del recently_lost[numbers[end]]
+                if now - recently_lost.pop(numbers[end]) <= reordered_within:
+                    self.reordering_seen = True
                 end += 1
             if end == start:
                 continue
@@ -625,7 +630,7 @@ class LossRecovery:
                 continue  # too big, or lost: neither is reordering nor congestion (nor ECN's business)
             congestive = True
             marked += packet.ecn
-            recently_lost[packet.packet_number] = None
+            recently_lost[packet.packet_number] = packet.time_sent
             if numbers and numbers[-1] > packet.packet_number:
                 insort(numbers, packet.packet_number)  # not reached: losses leave in number order
             else:

@@ -330,7 +330,8 @@ def test_a_packet_reordered_by_less_than_reo_wnd_is_not_lost_once_reordering_was
 
 
 def test_without_reordering_seen_the_same_delay_is_a_spurious_loss() -> None:
-    """The contrast to the test above: DupThresh fires, and the late ACK is a spurious loss."""
+    """The contrast to the test above: DupThresh fires, and the late ACK is a spurious loss. It came
+    11 ms late on a 100 ms path, which the reordering window would have covered: reordering seen."""
     rec, cc = make_recovery()
     send(rec, 0, 0.0)
     rec.on_ack_received([(0, 0)], 0.0, 0.1)
@@ -338,11 +339,27 @@ def test_without_reordering_seen_the_same_delay_is_a_spurious_loss() -> None:
         send(rec, pn, 0.2 + (pn - 3) * 0.001)
     _, lost = rec.on_ack_received([(4, 7), (0, 0)], 0.0, 0.304)
     assert pns(lost) == [3]
+    assert not rec.reordering_seen
     rec.on_ack_received([(3, 7), (0, 0)], 0.0, 0.311)
     assert rec.packets_spuriously_lost == 1
-    assert not rec.reordering_seen  # a late ACK of a packet declared lost is no evidence here...
-    assert rec.reo_wnd_mult == 2  # ...it widens the window instead (RFC 8985's DSACK response)
+    assert rec.reo_wnd_mult == 2  # RFC 8985's DSACK response
+    assert rec.reordering_seen  # within the window it opens: the next such packet is not lost
     assert cc.lost == [[3]]
+
+
+def test_a_packet_a_round_trip_late_leaves_dupthresh_on() -> None:
+    """A spurious loss the reordering window could not have prevented does not turn DupThresh off."""
+    rec, _ = make_recovery()
+    send(rec, 0, 0.0)
+    rec.on_ack_received([(0, 0)], 0.0, 0.1)
+    for pn in range(3, 8):
+        send(rec, pn, 0.2 + (pn - 3) * 0.001)
+    _, lost = rec.on_ack_received([(4, 7), (0, 0)], 0.0, 0.304)
+    assert pns(lost) == [3]
+    rec.on_ack_received([(3, 7), (0, 0)], 0.0, 0.4)  # 200 ms after it was sent: a round trip late
+    assert rec.packets_spuriously_lost == 1
+    assert rec.reo_wnd_mult == 2
+    assert not rec.reordering_seen
 
 
 def test_in_recovery_the_window_is_zero_until_reordering_is_seen() -> None:
