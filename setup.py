@@ -3,8 +3,8 @@
 The core is plain, fully annotated Python (``mypy --strict``), so mypyc turns
 it into C extension modules with no change of source: attribute access and
 calls between its classes become C, which halves the CPU Seam spends per
-packet (docs/performance.md). The trio layer, the relay and the client stay
-interpreted.
+packet (README, Development). The batched UDP I/O is compiled too; the rest
+of the trio layer, the relay and the client stay interpreted.
 
 Compiling needs a C compiler and the Python headers. Without them, or with
 ``SEAMLESS_PURE_PYTHON=1`` set, the same modules install as plain Python and

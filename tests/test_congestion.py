@@ -97,7 +97,7 @@ def test_the_interface_is_abstract_and_has_rfc_defaults() -> None:
         def on_packets_acked(self, packets: list[SentPacket], now: float, rtt: RttEstimator) -> None:
             pass
 
-    with pytest.raises(TypeError, match="does not implement on_packets_lost"):
+    with pytest.raises(TypeError, match="on_packets_lost"):  # abc says it interpreted, we compiled
         AcksOnly()  # type: ignore[abstract]
     # RFC 9002 7.2: initial window min(10 * mds, max(14720, 2 * mds)), minimum window 2 * mds.
     assert initial_window(1200) == 12000
