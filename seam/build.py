@@ -20,7 +20,13 @@ CORE_COMPILED = Path(seam.connection.__file__ or "").suffix != ".py"
 
 
 def stale_modules() -> list[str]:
-    """Source files newer than the compiled module that shadows them."""
+    """Source files newer than the compiled module that shadows them, in a source checkout.
+
+    Only where ``setup.py`` sits beside the package (an editable install): an
+    installed wheel's file times say when pip unpacked it, not when it was built.
+    """
+    if not (_PACKAGE.parent / "setup.py").is_file():
+        return []
     stale = []
     for suffix in importlib.machinery.EXTENSION_SUFFIXES:
         for compiled in _PACKAGE.rglob(f"*{suffix}"):
