@@ -329,16 +329,21 @@ def test_a_packet_reordered_by_less_than_reo_wnd_is_not_lost_once_reordering_was
     assert rec.packets_spuriously_lost == 0
 
 
-def test_without_reordering_seen_the_same_delay_is_a_spurious_loss() -> None:
-    """The contrast to the test above: DupThresh fires, and the late ACK is a spurious loss. It came
-    11 ms late on a 100 ms path, which the reordering window would have covered: reordering seen."""
-    rec, cc = make_recovery()
+def declare_overtaken_packet_lost(rec: LossRecovery) -> None:
+    """A 100 ms path; packet 3 is overtaken by 4-7 and declared lost by DupThresh at 0.304 s."""
     send(rec, 0, 0.0)
     rec.on_ack_received([(0, 0)], 0.0, 0.1)
     for pn in range(3, 8):
         send(rec, pn, 0.2 + (pn - 3) * 0.001)
     _, lost = rec.on_ack_received([(4, 7), (0, 0)], 0.0, 0.304)
     assert pns(lost) == [3]
+
+
+def test_without_reordering_seen_the_same_delay_is_a_spurious_loss() -> None:
+    """The contrast to the test above: DupThresh fires, and the late ACK is a spurious loss. It came
+    11 ms late on a 100 ms path, which the reordering window would have covered: reordering seen."""
+    rec, cc = make_recovery()
+    declare_overtaken_packet_lost(rec)
     assert not rec.reordering_seen
     rec.on_ack_received([(3, 7), (0, 0)], 0.0, 0.311)
     assert rec.packets_spuriously_lost == 1
@@ -350,12 +355,7 @@ def test_without_reordering_seen_the_same_delay_is_a_spurious_loss() -> None:
 def test_a_packet_a_round_trip_late_leaves_dupthresh_on() -> None:
     """A spurious loss the reordering window could not have prevented does not turn DupThresh off."""
     rec, _ = make_recovery()
-    send(rec, 0, 0.0)
-    rec.on_ack_received([(0, 0)], 0.0, 0.1)
-    for pn in range(3, 8):
-        send(rec, pn, 0.2 + (pn - 3) * 0.001)
-    _, lost = rec.on_ack_received([(4, 7), (0, 0)], 0.0, 0.304)
-    assert pns(lost) == [3]
+    declare_overtaken_packet_lost(rec)
     rec.on_ack_received([(3, 7), (0, 0)], 0.0, 0.4)  # 200 ms after it was sent: a round trip late
     assert rec.packets_spuriously_lost == 1
     assert rec.reo_wnd_mult == 2
