@@ -39,6 +39,7 @@ COMPILED_MODULES = [
     "seam/congestion/cubic.py",
     "seam/congestion/bbr.py",
     "seam/_trio/udp_batch.py",  # sync: batched sendmsg/recvmsg, GSO grouping, GRO splitting
+    "seam/_trio/routing.py",  # sync: each received datagram to its connection's core
 ]
 
 # The build environment holds only setuptools and mypy: third-party imports are

@@ -138,33 +138,34 @@ class ReplayWindow:
     a packet authenticated, so forged packets never move the window.
     """
 
-    __slots__ = ("_bits", "largest", "size")
+    __slots__ = ("_seen", "largest", "size")
 
     def __init__(self, size: int = 2048) -> None:
         self.size = size
         self.largest = -1
-        self._bits = 0  # bit i set: packet number (largest - i) was accepted
+        # A ring: _seen[pn % size] is 1 when pn, within ``size`` of ``largest``, was accepted.
+        # (It was one big int shifted per packet: a 256-byte allocation each time.)
+        self._seen = bytearray(size)
 
     def is_duplicate_or_stale(self, packet_number: int) -> bool:
         if packet_number > self.largest:
             return False
-        offset = self.largest - packet_number
-        if offset >= self.size:
+        if self.largest - packet_number >= self.size:
             return True
-        return bool((self._bits >> offset) & 1)
+        return self._seen[packet_number % self.size] != 0
 
     def mark(self, packet_number: int) -> None:
+        size = self.size
         if packet_number > self.largest:
-            shift = packet_number - self.largest
-            if shift < self.size:
-                bits = (self._bits << shift) | 1
-                # Bits past the window are never read; trim them now and then, not per packet.
-                self._bits = bits & ((1 << self.size) - 1) if bits.bit_length() > 2 * self.size else bits
+            if packet_number - self.largest >= size:
+                self._seen = bytearray(size)
             else:
-                self._bits = 1
+                seen = self._seen
+                # The slots of the numbers skipped over held numbers that now fall out of the window.
+                for skipped in range(self.largest + 1, packet_number):
+                    seen[skipped % size] = 0
             self.largest = packet_number
-        else:
-            self._bits |= 1 << (self.largest - packet_number)
+        self._seen[packet_number % size] = 1
 
 
 def constant_time_equal(a: bytes, b: bytes) -> bool:

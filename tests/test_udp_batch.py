@@ -16,9 +16,11 @@ import pytest
 import trio
 import trio.testing
 from conftest import running_server
+from interpreted import interpreted
 
 import seam
 from seam import packet as pk
+from seam._trio import endpoint as endpoint_module
 from seam._trio.endpoint import Endpoint
 from seam._trio.udp_batch import (
     DISABLE_ECN_ENV,
@@ -346,6 +348,8 @@ class FakeCore:
 
 
 class FakeConnection:
+    """Stands in for a SeamConnection; endpoints that route to it need ``routes_to_fakes``."""
+
     def __init__(self, arrivals: Arrivals) -> None:
         self.core = FakeCore(arrivals)
         self.pumps = 0
@@ -354,13 +358,21 @@ class FakeConnection:
         self.pumps += 1
 
 
+@pytest.fixture
+def routes_to_fakes(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Endpoints route with the plain-Python ``route_datagrams``: the compiled one takes only real cores."""
+    monkeypatch.setattr(endpoint_module, "route_datagrams", interpreted("seam._trio.routing").route_datagrams)
+
+
 def data_packet(cid: bytes, index: int, size: int) -> bytes:
     head = bytes([pk.PacketType.DATA_PHASE0]) + cid + index.to_bytes(4, "big")
     return head + bytes(size - len(head))
 
 
 @pytest.mark.parametrize("offload", [True, False])
-async def test_endpoint_hands_over_a_batch_then_pumps_each_connection_once(offload: bool) -> None:
+async def test_endpoint_hands_over_a_batch_then_pumps_each_connection_once(
+    offload: bool, routes_to_fakes: None
+) -> None:
     endpoint = Endpoint(udp_socket(), offload=offload)
     arrivals = Arrivals(150)
     first, second = FakeConnection(arrivals), FakeConnection(arrivals)
@@ -395,6 +407,28 @@ async def test_endpoint_hands_over_a_batch_then_pumps_each_connection_once(offlo
     assert {addr for _, addr in first.core.received + second.core.received} == {source}
     assert 1 <= batches <= 3  # 150 datagrams fit one batch, unless the kernel was slow to deliver them
     assert first.pumps == second.pumps == batches  # one pump per connection per batch, not per datagram
+
+
+async def test_a_failing_admission_gate_costs_only_its_own_datagram(caplog: pytest.LogCaptureFixture) -> None:
+    arrivals = Arrivals(3)
+    admitted: list[bytes] = []
+
+    def gate(data: bytes, addr: Address, now: float) -> None:
+        arrivals.arrived()
+        if data.endswith(b"bug"):
+            raise RuntimeError("a bug in the gate")
+        admitted.append(data)
+
+    endpoint = Endpoint(udp_socket(), on_unknown=gate)
+    unknown = [data_packet(bytes([9]) * pk.CID_LEN, i, 200) for i in range(3)]
+    unknown[1] += b"bug"
+    with udp_socket() as sender_sock:
+        sender = BatchSocket(sender_sock, offload=False)
+        assert sender.send([(d, endpoint.local_address) for d in unknown]) == 3
+        await receive_until(endpoint, arrivals.done)
+    assert admitted == [unknown[0], unknown[2]]  # the datagram after the failure still reached the gate
+    assert endpoint.dropped == {"internal-error": 1}
+    assert "internal error admitting a datagram" in caplog.text
 
 
 async def test_endpoint_backlog_keeps_order_and_drains() -> None:
@@ -503,7 +537,7 @@ def test_codepoints_survive_loopback_per_batch_and_per_gro_buffer(offload: bool)
 
 
 @needs_ecn
-async def test_endpoint_hands_each_datagram_its_codepoint() -> None:
+async def test_endpoint_hands_each_datagram_its_codepoint(routes_to_fakes: None) -> None:
     endpoint = Endpoint(udp_socket())
     arrivals = Arrivals(3)
     conn = FakeConnection(arrivals)

@@ -14,7 +14,6 @@ received datagram's codepoint goes to its connection (docs/protocol.md 7.6).
 from __future__ import annotations
 
 import itertools
-import logging
 import socket
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -22,13 +21,11 @@ from typing import TYPE_CHECKING
 
 import trio
 
-from seam import packet as pk
+from seam._trio.routing import route_datagrams
 from seam._trio.udp_batch import BatchSocket, Offload, set_dont_fragment
 
 if TYPE_CHECKING:
     from seam._trio.connection import SeamConnection
-
-logger = logging.getLogger("seam.endpoint")
 
 Address = tuple[str, int]
 RECEIVE_BATCH = 256  # datagrams handled per wake-up before yielding to other tasks
@@ -158,7 +155,8 @@ class Endpoint:
                         break  # the kernel buffer is full again
 
     async def receive_loop(self) -> None:
-        """Read datagrams in batches, hand each to its connection, then pump each connection once."""
+        """Read datagrams in batches, hand each to its connection (``routing``), then pump each
+        connection once."""
         io = self._io
         connections = self.connections
         batch: list[tuple[bytes, Address]] = []
@@ -172,25 +170,12 @@ class Endpoint:
             drained = io.receive(batch, RECEIVE_BATCH, codepoints)
             if not batch:
                 continue
-            now = trio.current_time()
-            touched: dict[int, SeamConnection] = {}
-            for (data, addr), ecn in zip(batch, codepoints, strict=True):
-                cid = pk.destination_cid(data)
-                conn = connections.get(cid) if cid is not None else None
-                if conn is not None:
-                    conn.core.receive_datagram(data, addr, now, ecn=ecn)
-                    touched[id(conn)] = conn
-                elif self._on_unknown is not None:
-                    try:
-                        self._on_unknown(data, addr, now)
-                    except Exception:  # a bug of ours must not stop every connection on this socket
-                        logger.exception("internal error admitting a datagram from %s", addr)
-                        self.count_drop("internal-error")
-                else:
-                    self.count_drop("unknown-cid")
+            touched = route_datagrams(
+                batch, codepoints, connections, trio.current_time(), self._on_unknown, self.count_drop
+            )
             batch.clear()
             codepoints.clear()
-            for conn in touched.values():
+            for conn in touched:
                 conn.pump()
 
     def close(self) -> None:

@@ -74,6 +74,8 @@ ECN_MASK = 0b11  # the ECN bits of the TOS / traffic class byte
 _GRO_CMSG_SPACE = socket.CMSG_SPACE(4) if hasattr(socket, "CMSG_SPACE") else 0  # room for one int
 _CMSG_SPACE_2 = 2 * _GRO_CMSG_SPACE  # a GRO size and a TOS
 # Errors with which a kernel refuses a GSO send it cannot do; a plain send may still work.
+# A plain int: ``socket.MSG_TRUNC`` is an IntFlag, and ``int & IntFlag`` runs enum code per datagram.
+_MSG_TRUNC = int(socket.MSG_TRUNC)
 _GSO_REFUSALS = frozenset({errno.EIO, errno.EINVAL, errno.EMSGSIZE, errno.ENOPROTOOPT, errno.EOPNOTSUPP})
 
 
@@ -425,7 +427,7 @@ class BatchSocket:
                 self._count_drop("receive-error")
                 continue
             self.receive_calls += 1
-            if flags & socket.MSG_TRUNC:
+            if flags & _MSG_TRUNC:
                 self._count_drop("receive-truncated")
                 continue
             peer = (addr[0], addr[1])
