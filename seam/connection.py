@@ -499,7 +499,7 @@ class Connection:
         stream = self._streams.get(stream_id)
         if stream is None or stream.send.is_reset:
             return 0
-        return stream.send.capacity
+        return stream.send.capacity_for(self._recovery.congestion.congestion_window)
 
     def send_stream_data(self, stream_id: int, data: bytes, end_stream: bool = False) -> None:
         stream = self._streams.get(stream_id)

@@ -14,6 +14,10 @@ import heapq
 from seam.errors import ErrorCode, LocalProtocolError, RemoteProtocolError
 from seam.rangeset import RangeSet
 
+# A send buffer grows with the congestion window up to this many times its configured size:
+# 1 MiB by default, so 16 MiB, the default connection receive window of a peer.
+SEND_BUFFER_GROWTH = 16
+
 
 class SendStream:
     """The sending half of a stream."""
@@ -53,7 +57,19 @@ class SendStream:
 
     @property
     def capacity(self) -> int:
-        return max(0, self.max_buffer - (self._written - self._base))
+        return self.capacity_for(0)
+
+    def capacity_for(self, congestion_window: int) -> int:
+        """Room for new data when the path carries ``congestion_window`` bytes per round trip.
+
+        Everything from the oldest unacknowledged byte counts, so one lost packet
+        pins what was sent after it until its retransmission is acknowledged,
+        two or three round trips later. The buffer therefore grows to twice the
+        congestion window where that is more than ``max_buffer`` (Linux sizes a
+        TCP socket's send buffer likewise), up to ``SEND_BUFFER_GROWTH`` times it.
+        """
+        limit = min(max(self.max_buffer, 2 * congestion_window), SEND_BUFFER_GROWTH * self.max_buffer)
+        return max(0, limit - (self._written - self._base))
 
     @property
     def buffered(self) -> int:

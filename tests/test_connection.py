@@ -472,6 +472,18 @@ def test_flow_control_bounds_receiver_memory() -> None:
     assert sent <= window + config.stream_send_buffer
 
 
+def test_a_streams_send_buffer_follows_the_congestion_window() -> None:
+    """Configured smaller than two congestion windows, the send buffer takes two windows."""
+    config = SeamConfig(stream_send_buffer=16 * 1024)
+    pair = Pair(config=config)
+    pair.handshake()
+    sid = pair.client.open_stream()
+    pair.client.send_stream_data(sid, bytes(16 * 1024))
+    cwnd = pair.client._recovery.congestion.congestion_window
+    assert 2 * cwnd > 16 * 1024
+    assert pair.client.stream_send_capacity(sid) == 2 * cwnd - 16 * 1024
+
+
 def test_peer_cannot_open_more_streams_than_allowed() -> None:
     pair = Pair(config=SeamConfig(max_concurrent_streams=4))
     pair.handshake()

@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 
 from seam.config import SeamConfig
 from seam.errors import ErrorCode, LocalProtocolError, RemoteProtocolError
-from seam.stream import FlowControlWindow, ReceiveStream, SendCredit, SendStream
+from seam.stream import SEND_BUFFER_GROWTH, FlowControlWindow, ReceiveStream, SendCredit, SendStream
 from seam.testing import Pair, transfer
 
 Segment = tuple[int, int, bool]  # (start, stop, fin)
@@ -348,6 +348,15 @@ def test_finish_after_everything_was_sent_sends_a_bare_fin() -> None:
     assert not ss.all_acked
     ss.on_acked(3, 0, True)
     assert ss.all_acked
+
+
+def test_send_buffer_grows_with_the_congestion_window_up_to_a_ceiling() -> None:
+    ss = SendStream(0, max_buffer=1000)
+    ss.write(b"x" * 300)
+    assert ss.capacity_for(0) == ss.capacity == 700  # a small window: the configured size
+    assert ss.capacity_for(400) == 700
+    assert ss.capacity_for(2000) == 4 * 1000 - 300  # twice the window
+    assert ss.capacity_for(10**9) == SEND_BUFFER_GROWTH * 1000 - 300  # the ceiling
 
 
 def test_acked_prefixes_free_the_buffer_out_of_order() -> None:
