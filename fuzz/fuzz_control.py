@@ -3,7 +3,27 @@
 from __future__ import annotations
 
 from fuzz._harness import fuzz
-from seamless_relay.control import ControlDecoder, ControlError, encode
+from seamless_relay.control import (
+    ControlDecoder,
+    ControlError,
+    Error,
+    NewConn,
+    Ping,
+    Pong,
+    Register,
+    Registered,
+    encode,
+)
+
+# One valid message of each type, and two in one buffer.
+SEEDS = [
+    encode(Register(kind="http", subdomain="demo", token="t0ken")),
+    encode(Register(kind="tcp", remote_port=2222)),
+    encode(Registered(kind="http", url="http://a.example", urls=["http://a.example"], subdomain="a")),
+    encode(NewConn(client_addr="203.0.113.7:50000", proto="http", request="GET /")),
+    encode(Ping(nonce=7)) + encode(Pong(nonce=7)),
+    encode(Error(code="bad-token", message="bad token")),
+]
 
 
 def TestOneInput(data: bytes) -> None:
@@ -20,7 +40,7 @@ def TestOneInput(data: bytes) -> None:
 
 
 def main() -> None:
-    fuzz(TestOneInput)
+    fuzz(TestOneInput, SEEDS)
 
 
 if __name__ == "__main__":
