@@ -811,14 +811,7 @@ class Connection:
         if self._rx is None or self.state is State.CLOSING:
             self.count_drop("not-ready")
             return
-        # Byte by byte, not struct: compiled, these are C indexing and shifts on small ints.
-        truncated = (
-            (data[_PN_START] << 24)
-            | (data[_PN_START + 1] << 16)
-            | (data[_PN_START + 2] << 8)
-            | data[_PN_START + 3]
-        )
-        pn = pk.decode_packet_number(truncated, self._largest_authenticated_pn)
+        pn = pk.decode_packet_number(pk.truncated_packet_number(data), self._largest_authenticated_pn)
         if self._replay.is_duplicate_or_stale(pn):
             self.count_drop("replay")
             return

@@ -78,6 +78,7 @@ MAX_PTO_BACKOFF = 6  # cap the exponential backoff at 2**6 x PTO
 # comes back after an outage is noticed within it (section 7.2 of docs/protocol.md).
 MAX_PTO_PERIOD = 0.25
 K_PERSISTENT_CONGESTION_THRESHOLD = 3  # PTOs, RFC 9002 section 7.6.1
+REO_WND_FRACTION = 0.25  # reo_wnd is this share of min_rtt per reo_wnd_mult (RFC 8985 6.2: a quarter)
 REO_WND_PERSIST = 16  # round trips without a spurious loss before reo_wnd_mult returns to 1 (RFC 8985 6.2)
 LOST_MEMORY = 1024  # packets declared lost whose numbers are kept to recognise a late ACK
 
@@ -316,7 +317,7 @@ class LossRecovery:
         if not self.reordering_seen and self._recovery_end is not None:
             return 0.0
         rtt = self.rtt
-        return min(self.reo_wnd_mult * rtt.min_rtt / 4, rtt.smoothed_rtt)
+        return min(self.reo_wnd_mult * rtt.min_rtt * REO_WND_FRACTION, rtt.smoothed_rtt)
 
     def can_send(self, size: int) -> bool:
         return self.bytes_in_flight + size <= self.congestion.congestion_window
@@ -595,7 +596,8 @@ class LossRecovery:
         recently_lost = self._recently_lost
         numbers = self._lost_numbers
         found = False
-        reordered_within = self.rtt.min_rtt * 1.25  # min_rtt plus the window reordering_seen opens
+        # min_rtt plus the window reordering_seen opens
+        reordered_within = self.rtt.min_rtt * (1 + REO_WND_FRACTION)
         for low, high in ranges:  # O(log n) per range
             start = bisect_left(numbers, low)
             end = start

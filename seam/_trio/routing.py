@@ -13,11 +13,9 @@ from collections.abc import Callable, Mapping
 from typing import Protocol, TypeVar
 
 from seam import packet as pk
-from seam.connection import Connection
+from seam.connection import Address, Connection
 
 logger = logging.getLogger("seam.endpoint")
-
-Address = tuple[str, int]
 
 
 class Routable(Protocol):
