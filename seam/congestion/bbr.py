@@ -28,7 +28,8 @@ The state machine (section 5.1):
   random 2-3 s or after min(BDP in packets, 63) rounds, whichever is first;
 * ``PROBE_RTT``: when no RTT sample has matched the lowest for 5 s, the window
   is cut to half the BDP for at least 200 ms and one round, then ProbeBW (or
-  Startup, if the pipe was never full) resumes.
+  Startup, if the pipe was never full) resumes. A sample within 2 ms (and an
+  eighth) of the lowest counts as matching it (Seam's addition).
 
 Delivery-rate samples come from :class:`seam.recovery.LossRecovery`
 (``wants_rate_samples``); the per-ACK work is :meth:`BBR.on_rate_sample` and
@@ -118,6 +119,10 @@ QUEUE_LOSS_SHARE = 0.5
 QUEUE_FILTER_CYCLES = 2
 QUEUE_DELAY_FLOOR = 0.002  # seconds: below this no queue is measurable, and every loss counts
 EXCUSED_HISTORY = 1024  # loss batches remembered to take excused losses out of older samples
+# ProbeRTT only when needed (docs/protocol.md 7.3; Seam's addition): an RTT sample within this share
+# of the minimum, and within QUEUE_DELAY_FLOOR of it, shows no queue hiding the propagation delay,
+# which is what ProbeRTT would drain the queue to learn, so it postpones ProbeRTT as a new minimum does.
+MIN_RTT_CONFIRM_SHARE = 1 / 8
 
 INFINITY = math.inf
 
@@ -794,10 +799,16 @@ class BBR(CongestionController):
         if sample.rtt >= 0 and (sample.rtt < self._probe_rtt_min_delay or self._probe_rtt_expired):
             self._probe_rtt_min_delay = sample.rtt
             self._probe_rtt_min_stamp = now
+        elif sample.rtt >= 0 and sample.rtt - self._probe_rtt_min_delay <= self._min_rtt_confirm_margin():
+            self._probe_rtt_min_stamp = now  # the minimum still holds: no queue to drain
         min_rtt_expired = now > self._min_rtt_stamp + MIN_RTT_FILTER_LEN
         if self._probe_rtt_min_delay < self.min_rtt or min_rtt_expired:
             self.min_rtt = self._probe_rtt_min_delay
             self._min_rtt_stamp = self._probe_rtt_min_stamp
+
+    def _min_rtt_confirm_margin(self) -> float:
+        """How far above the minimum an RTT sample may be and still confirm it (no queue)."""
+        return min(QUEUE_DELAY_FLOOR, MIN_RTT_CONFIRM_SHARE * self._probe_rtt_min_delay)
 
     def _update_queue_delay(self, sample: RateSample) -> None:
         """The highest queueing delay (RTT over min_rtt) of the last QUEUE_FILTER_CYCLES cycles."""
