@@ -1053,10 +1053,11 @@ class Connection:
             return
         recv = stream.recv
         before = recv.highest_received
-        recv.on_frame(frame.offset, frame.data, frame.fin)
+        if recv.on_frame(frame.offset, frame.data, frame.fin):
+            self._queue_control(("max_stream_data", frame.stream_id))  # the raise did not arrive
         grown = recv.highest_received - before
-        if grown:
-            self._conn_window.on_received(grown)
+        if grown and self._conn_window.on_received(grown):
+            self._queue_control(("max_data",))
         data, end = recv.pull()
         if data or end:
             self._events.append(StreamDataReceived(frame.stream_id, data, end))

@@ -215,6 +215,7 @@ class ReceiveStream:
         "delivered",
         "highest_received",
         "max_window",
+        "previous_max_data",
         "reset_code",
         "stream_id",
         "window",
@@ -226,6 +227,7 @@ class ReceiveStream:
         self.max_window = window if max_window is None else max(window, max_window)  # auto-tuning's cap
         self._last_update = float("-inf")  # when the limit was last raised
         self.current_max_data = window
+        self.previous_max_data = 0  # the limit before the last raise
         self.highest_received = 0
         self.delivered = 0  # offset up to which data is contiguous and handed out
         self.consumed = 0  # bytes the application has taken
@@ -247,7 +249,14 @@ class ReceiveStream:
     def fully_delivered(self) -> bool:
         return self.reset_code is not None or self._end_reported
 
-    def on_frame(self, offset: int, data: bytes, fin: bool) -> None:
+    def on_frame(self, offset: int, data: bytes, fin: bool) -> bool:
+        """Take one STREAM frame. Returns True when the sender stopped at a limit since raised.
+
+        A frame that ends exactly at the previous limit means the sender has used all the
+        credit it knew of, so it has not seen the raise: it crossed with the frame, or was
+        lost. The caller sends the current limit again rather than leave the sender idle
+        until its loss is detected, which with nothing else in flight takes a PTO.
+        """
         end = offset + len(data)
         if fin:
             if (self._final_size is not None and self._final_size != end) or end < self.highest_received:
@@ -265,11 +274,12 @@ class ReceiveStream:
                 code=ErrorCode.FLOW_CONTROL_ERROR,
             )
         if self.reset_code is not None:
-            return
+            return False
+        stale = end == self.previous_max_data and data != b""
         if end > self.highest_received:
             self.highest_received = end
         if end <= self.delivered:
-            return
+            return stale
         if offset < self.delivered:
             data = data[self.delivered - offset :]
             offset = self.delivered
@@ -277,8 +287,9 @@ class ReceiveStream:
             self._ready.append(data)
             self.delivered = end
             self._drain_pending()
-            return
+            return stale
         self._hold(offset, data)
+        return stale
 
     def _hold(self, offset: int, data: bytes) -> None:
         """Keep only the parts of an out-of-order piece that are not yet held."""
@@ -336,6 +347,7 @@ class ReceiveStream:
             if now - self._last_update < 2 * rtt and self.window < self.max_window:
                 self.window = min(2 * self.window, self.max_window)
             self._last_update = now
+            self.previous_max_data = self.current_max_data
             self.current_max_data = self.consumed + self.window
             return self.current_max_data
         return None
@@ -366,24 +378,29 @@ class ReceiveStream:
 class FlowControlWindow:
     """The connection-level receive limit (MAX_DATA), re-opened as data is consumed."""
 
-    __slots__ = ("consumed", "current_max", "received", "window")
+    __slots__ = ("consumed", "current_max", "previous_max", "received", "window")
 
     def __init__(self, window: int) -> None:
         self.window = window
         self.current_max = window
+        self.previous_max = 0  # the limit before the last raise
         self.received = 0
         self.consumed = 0
 
-    def on_received(self, nbytes: int) -> None:
+    def on_received(self, nbytes: int) -> bool:
+        """Count ``nbytes`` more; True when they reach exactly the previous limit (see
+        :meth:`ReceiveStream.on_frame`): the sender has not seen the raise."""
         self.received += nbytes
         if self.received > self.current_max:
             raise RemoteProtocolError(
                 "peer exceeded the connection flow-control limit", code=ErrorCode.FLOW_CONTROL_ERROR
             )
+        return nbytes > 0 and self.received == self.previous_max
 
     def on_consumed(self, nbytes: int) -> int | None:
         self.consumed += nbytes
         if self.consumed + self.window - self.current_max >= self.window // 2:
+            self.previous_max = self.current_max
             self.current_max = self.consumed + self.window
             return self.current_max
         return None

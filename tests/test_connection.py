@@ -472,6 +472,52 @@ def test_flow_control_bounds_receiver_memory() -> None:
     assert sent <= window + config.stream_send_buffer
 
 
+def test_a_lost_window_update_is_sent_again_when_the_sender_reaches_the_old_limit() -> None:
+    """The raise is lost; the sender's next frames stop at the old limit; the raise goes again.
+
+    Without that, nothing else the receiver sends is ack-eliciting, so only its
+    PTO would find the loss, while the sender sits idle.
+    """
+    window = 64 * 1024
+    config = SeamConfig(stream_receive_window=window, connection_receive_window=64 * window)
+    pair = Pair(network=LossyNetwork(delay=0.05), config=config)
+    pair.handshake()
+    assert transfer(pair, {0: bytes(400_000)})  # a congestion window well above the stream window
+    server = pair.server
+    assert server is not None
+    sid = pair.client.open_stream()
+    pair.client.send_stream_data(sid, bytes(2 * window))
+    raised_at: list[float] = []
+
+    def drop_the_raise(towards: str, datagram: bytes) -> bytes | None:
+        stream = server._streams.get(sid)
+        if towards == "client" and stream is not None and stream.recv.current_max_data > window:
+            if not raised_at:
+                raised_at.append(pair.now)
+            if pair.now < raised_at[0] + 0.001:
+                return None  # every datagram of the moment of the raise, the raise among them
+        return datagram
+
+    pair.tap = drop_the_raise
+    consumed = 0
+
+    def sender_sees_the_raise() -> bool:
+        nonlocal consumed
+        pair.server_events.extend(server.events())
+        for event in pair.server_events[consumed:]:
+            if isinstance(event, StreamDataReceived) and event.stream_id == sid:
+                server.stream_data_consumed(sid, len(event.data))
+        consumed = len(pair.server_events)
+        return pair.client._streams[sid].peer_max_data > window
+
+    assert pair.run(sender_sees_the_raise, max_time=2.0)
+    assert raised_at
+    # The old limit's last frame left within a round trip of the raise and reached the receiver
+    # 50 ms later; the raise, sent again at once, took 50 ms more. A PTO alone would be later.
+    assert pair.now - raised_at[0] < 0.2
+    assert pair.now - raised_at[0] < server._pto_interval()
+
+
 def test_a_streams_send_buffer_follows_the_congestion_window() -> None:
     """Configured smaller than two congestion windows, the send buffer takes two windows."""
     config = SeamConfig(stream_send_buffer=16 * 1024)

@@ -180,6 +180,27 @@ def test_credit_is_extended_once_half_the_window_is_consumed() -> None:
     rs.on_frame(1000, b"y" * 500, False)  # the new limit is usable at once
 
 
+def test_a_frame_that_stops_at_the_previous_limit_says_the_raise_was_not_seen() -> None:
+    rs = ReceiveStream(0, window=1000)
+    assert rs.on_frame(0, b"x" * 600, False) is False
+    rs.pull()
+    assert rs.on_consumed(600) == 1600  # raised; the sender still knows only 1000
+    assert rs.on_frame(600, b"y" * 300, False) is False
+    assert rs.on_frame(900, b"z" * 100, False) is True  # all the credit it knew of: send 1600 again
+    assert rs.on_frame(900, b"z" * 100, False) is True  # a duplicate says the same, harmlessly
+    assert rs.on_frame(1000, b"w" * 600, False) is False  # beyond 1000: it saw the raise
+
+
+def test_the_connection_window_says_when_the_sender_stopped_at_the_previous_limit() -> None:
+    window = FlowControlWindow(1000)
+    assert window.on_received(600) is False
+    assert window.on_consumed(600) == 1600
+    assert window.on_received(300) is False
+    assert window.on_received(100) is True  # exactly the old limit of 1000
+    assert window.on_received(0) is False
+    assert window.on_received(600) is False
+
+
 def test_a_window_raised_twice_within_two_round_trips_doubles_up_to_its_cap() -> None:
     """Auto-tuning: a reader that keeps up gets a wider window, never beyond max_window."""
     rs = ReceiveStream(0, window=1000, max_window=3000)
