@@ -672,11 +672,16 @@ class FecEncoder:
         :meth:`on_loss_sample` as a loss: count it here (an ACK arriving after a
         later packet's is the trace it leaves; a merely reordered packet looks the
         same and counts too). Call before the ACK's repairs resolve their blocks.
+        Each is also a retransmission avoided, as a deferred packet acknowledged
+        later is (:meth:`on_ack_ranges`): without the repair, loss detection would
+        have declared it lost and sent its frames again.
         """
         blocks = self._pn_block
         if not blocks:
             return 0  # nothing protected (FEC off or idle): the common case, on every ACK
-        return sum(1 for pn in acked if pn < largest_acked_before and pn in blocks)
+        hidden = sum(1 for pn in acked if pn < largest_acked_before and pn in blocks)
+        self.retransmissions_avoided += hidden
+        return hidden
 
     def defer_loss(self, packet_number: int) -> bool:
         """Loss detection declared ``packet_number`` lost: should its retransmission wait?

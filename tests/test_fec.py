@@ -607,3 +607,4 @@ def test_hidden_losses_are_protected_packets_acknowledged_after_a_later_one() ->
     assert encoder.hidden_losses([11], largest_acked_before=14) == 1
     assert encoder.hidden_losses([10, 11, 12, 13], largest_acked_before=9) == 0  # in order
     assert encoder.hidden_losses([5, 20], largest_acked_before=30) == 0  # not protected
+    assert encoder.retransmissions_avoided == 1  # 11: it would have been declared lost and resent

@@ -97,6 +97,25 @@ def test_single_loss_in_a_block_is_recovered_without_retransmission() -> None:
     assert not any(isinstance(event, StreamDataReceived) and event.data for event in pair.server.events())
 
 
+def test_a_packet_rebuilt_before_it_was_declared_lost_counts_as_a_retransmission_avoided() -> None:
+    """Its ACK comes after a later packet's: the trace a rebuilt packet leaves (docs/fec.md 5).
+
+    The link serialises packets (1 ms each), as a real one does, so the receiver
+    acknowledges the gap at once and the rebuilt packet a little later. Before
+    this counted, the counter saw only packets declared lost first.
+    """
+    pair = _established(SeamConfig(fec="10,2"), LossyNetwork(rate=1.2e6))
+    _drop_to_server(pair, {4})  # late in the block: its repair comes before 3 later packets' ACKs
+    got, _ = _finish_time(pair, os.urandom(8000))
+    assert len(got) == 8000
+    pair.run(lambda: pair.client.stats().bytes_in_flight == 0, max_time=1.0)  # every ACK back
+    assert pair.server is not None
+    client = pair.client.stats()
+    assert pair.server.stats().fec_packets_recovered == 1
+    assert client.packets_retransmitted == 0 and client.packets_lost == 0
+    assert client.fec_retransmissions_avoided == 1
+
+
 def test_more_losses_than_repairs_fall_back_to_retransmission() -> None:
     pair = _established(SeamConfig(fec="10,2"))
     _drop_to_server(pair, {1, 2, 3})  # M + 1 = 3 sources of the first block
