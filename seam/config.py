@@ -29,7 +29,7 @@ class SeamConfig(BaseModel):
     keepalive_interval: float = Field(default=10.0, gt=0, le=3600)  # seconds between PINGs when quiet
     max_ack_delay: float = Field(default=0.025, ge=0.001, le=1.0)  # seconds, RFC 9000 18.2
     initial_rtt: float = Field(default=0.333, gt=0, le=10)  # seconds, RFC 9002 6.2.2
-    stream_receive_window: int = Field(default=2 * 1024 * 1024, ge=16 * 1024)  # bytes
+    stream_receive_window: int = Field(default=4 * 1024 * 1024, ge=16 * 1024)  # bytes
     connection_receive_window: int = Field(default=16 * 1024 * 1024, ge=16 * 1024)  # bytes
     stream_send_buffer: int = Field(default=1024 * 1024, ge=16 * 1024)  # bytes
     max_concurrent_streams: int = Field(default=1024, ge=1, le=1_000_000)

@@ -17,6 +17,10 @@ from seam.rangeset import RangeSet
 # A send buffer grows with the congestion window up to this many times its configured size:
 # 1 MiB by default, so 16 MiB, the default connection receive window of a peer.
 SEND_BUFFER_GROWTH = 16
+# Congestion windows a send buffer holds where that is more than its configured size: a
+# packet lost again and again pins what was sent after it for a round trip per loss, and two
+# windows (Linux's ratio) left the sender idle behind holes under bursty loss (profile (d)).
+SEND_BUFFER_WINDOWS = 4
 
 
 class SendStream:
@@ -64,11 +68,13 @@ class SendStream:
 
         Everything from the oldest unacknowledged byte counts, so one lost packet
         pins what was sent after it until its retransmission is acknowledged,
-        two or three round trips later. The buffer therefore grows to twice the
-        congestion window where that is more than ``max_buffer`` (Linux sizes a
-        TCP socket's send buffer likewise), up to ``SEND_BUFFER_GROWTH`` times it.
+        two or three round trips later, and a round trip more each time the
+        retransmission is lost too. The buffer therefore grows to
+        ``SEND_BUFFER_WINDOWS`` congestion windows where that is more than
+        ``max_buffer``, up to ``SEND_BUFFER_GROWTH`` times it.
         """
-        limit = min(max(self.max_buffer, 2 * congestion_window), SEND_BUFFER_GROWTH * self.max_buffer)
+        grown = SEND_BUFFER_WINDOWS * congestion_window
+        limit = min(max(self.max_buffer, grown), SEND_BUFFER_GROWTH * self.max_buffer)
         return max(0, limit - (self._written - self._base))
 
     @property

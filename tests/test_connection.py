@@ -24,6 +24,7 @@ from seam.events import (
     StreamReset,
 )
 from seam.identity import Identity
+from seam.stream import SEND_BUFFER_WINDOWS
 from seam.testing import CLIENT_ADDRESS, LossyNetwork, Pair, transfer
 from tests.interpreted import interpreted
 
@@ -531,15 +532,77 @@ def test_a_lost_window_update_is_sent_again_when_the_sender_reaches_the_old_limi
 
 
 def test_a_streams_send_buffer_follows_the_congestion_window() -> None:
-    """Configured smaller than two congestion windows, the send buffer takes two windows."""
+    """Configured smaller than SEND_BUFFER_WINDOWS congestion windows, the send buffer takes that many."""
     config = SeamConfig(stream_send_buffer=16 * 1024)
     pair = Pair(config=config)
     pair.handshake()
     sid = pair.client.open_stream()
     pair.client.send_stream_data(sid, bytes(16 * 1024))
     cwnd = pair.client._recovery.congestion.congestion_window
-    assert 2 * cwnd > 16 * 1024
-    assert pair.client.stream_send_capacity(sid) == 2 * cwnd - 16 * 1024
+    assert SEND_BUFFER_WINDOWS * cwnd > 16 * 1024
+    assert pair.client.stream_send_capacity(sid) == SEND_BUFFER_WINDOWS * cwnd - 16 * 1024
+
+
+def test_a_packet_lost_five_times_does_not_idle_a_bulk_sender() -> None:
+    """One packet lost five times in a row pins the send buffer and the receive window.
+
+    Both count from the oldest byte not yet acknowledged (delivered), so the hole holds
+    them for about a round trip per loss, here half a second. Two congestion windows of
+    send buffer and a 2 MiB stream window left the sender idle for 0.18 s of that and
+    the link at 85 % over 1.5 s; the defaults now cover it.
+    """
+    rate = 2.5e6  # 20 Mbit/s, 100 ms: profile (d) without its random loss
+    network = LossyNetwork(seed=1, delay=0.05, rate=rate, queue=250_000)
+    config = SeamConfig(congestion="bbr", max_datagram_size=1472, pmtu_ceiling=1472)
+    pair = Pair(network=network, config=config)
+    pair.handshake()
+    client, server = pair.client, pair.server
+    assert server is not None
+    sid = client.open_stream()
+    target = 5_000_000  # a stream offset reached in steady state, about 2.5 s in
+    drops: list[float] = []
+
+    def drop_the_target(towards: str, datagram: bytes) -> bytes | None:
+        if towards != "server" or len(drops) >= 5:
+            return datagram
+        pn = pk.decode_packet_number(pk.truncated_packet_number(datagram), client._recovery._largest_sent)
+        sent = client._recovery._sent.get(pn)
+        if sent is not None and any(f[0] == "stream" and f[2] <= target < f[2] + f[3] for f in sent.frames):
+            drops.append(pair.now)
+            return None
+        return datagram
+
+    pair.tap = drop_the_target
+    delivered = 0
+    delivered_at_first_drop: int | None = None
+    idle = 0.0
+    was_idle, last = False, pair.now
+
+    def keep_sending() -> bool:
+        nonlocal delivered, delivered_at_first_drop, idle, was_idle, last
+        room = client.stream_send_capacity(sid)
+        if room > 0:
+            client.send_stream_data(sid, bytes(room))
+        if was_idle and drops:
+            idle += pair.now - last
+        send = client._streams[sid].send
+        out_of_credit = client._streams[sid].peer_max_data <= send.highest_sent and not send.has_retransmit
+        was_idle, last = not send.has_pending or out_of_credit, pair.now  # its buffer or window is full
+        pair.server_events.extend(server.events())
+        for event in pair.server_events:
+            if isinstance(event, StreamDataReceived):
+                delivered += len(event.data)
+                server.stream_data_consumed(sid, len(event.data))
+        pair.server_events.clear()
+        if drops and delivered_at_first_drop is None:
+            delivered_at_first_drop = delivered
+        return bool(drops) and pair.now >= drops[0] + 1.5
+
+    assert pair.run(keep_sending, max_time=30.0)
+    assert len(drops) == 5 and drops[-1] - drops[0] > 0.35  # a round trip or so per loss
+    assert delivered_at_first_drop is not None
+    assert idle == 0.0
+    assert (delivered - delivered_at_first_drop) / 1.5 >= 0.93 * rate
 
 
 def test_peer_cannot_open_more_streams_than_allowed() -> None:
