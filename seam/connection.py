@@ -171,6 +171,8 @@ class _Msg1Answer:
     message1: bytes
     handshake: ServerHandshake
     flight: list[bytes]
+    sent_at: float  # when the msg2 flight first left
+    sends: int = 1  # how often it left: a round-trip sample only from a flight sent once
 
 
 class _Reassembly:
@@ -248,6 +250,8 @@ class Connection:
         self._hs_reassembly: dict[int, _Reassembly] = {}
         self._awaiting_server_data = False
         self._msg2_progress = False  # client: a msg2 fragment arrived since the last retransmission
+        self._msg1_sent_at = 0.0  # client: when the current msg1 first left
+        self._msg1_sends = 0  # and how often: a round-trip sample only from a msg1 sent once
         self.peer_x25519: bytes | None = None
         self.handshake_hash: bytes | None = None
 
@@ -395,7 +399,7 @@ class Connection:
             now=now,
             rng=rng,
         )
-        conn._answer_msg1(message1)
+        conn._answer_msg1(message1, now)
         return conn
 
     _server_keys: PublicKeys
@@ -653,6 +657,7 @@ class Connection:
         body = hs.write_message1()
         self._hs_flight = pk.encode_handshake_message(self.remote_cid, self.local_cid, self._cookie, 1, body)
         self.state = State.HANDSHAKE
+        self._msg1_sends = 0
         self._hs_backoff = HANDSHAKE_RETRANSMIT_INITIAL
         self._hs_retransmit_at = now  # send msg1 at once
 
@@ -695,6 +700,8 @@ class Connection:
                 # Damaged or forged: the state rolled back; wait for the real msg2.
                 self.count_drop("handshake-rejected")
                 return
+            if self._msg1_sends == 1:
+                self._handshake_rtt_sample(now - self._msg1_sent_at)
             body = hs.write_message3()
             self._hs_flight = pk.encode_handshake_message(
                 self.remote_cid, self.local_cid, self._cookie, 3, body
@@ -710,7 +717,7 @@ class Connection:
                 message = self._reassemble(frag)
                 if message is not None:
                     del self._hs_reassembly[1]
-                    self._repeat_msg1(message)
+                    self._repeat_msg1(message, now)
             return
         if frag.message != 3:
             self.count_drop("unexpected-handshake")
@@ -726,6 +733,8 @@ class Connection:
         for answer in reversed(self._answers):  # the newest msg1 is the likeliest to be the client's
             try:
                 result = answer.handshake.read_message3(message)
+                if answer.sends == 1:
+                    self._handshake_rtt_sample(now - answer.sent_at)
                 break
             except HandshakeError:
                 continue  # rolled back
@@ -737,7 +746,7 @@ class Connection:
         self._handshake_done_pending = True
         self._peer_confirmed = True
 
-    def _repeat_msg1(self, message: bytes) -> None:
+    def _repeat_msg1(self, message: bytes, now: float) -> None:
         """The client sent msg1 again: it did not hear (or could not use) our msg2.
 
         A msg1 we answered gets the same msg2 again. A different one means one
@@ -750,21 +759,32 @@ class Connection:
         for answer in self._answers:
             if answer.message1 == message:
                 self._out.extend((d, self.peer_address) for d in answer.flight)
+                answer.sends += 1
                 return
         try:
-            self._answer_msg1(message)
+            self._answer_msg1(message, now)
         except HandshakeError:
             self.count_drop("handshake-rejected")
 
-    def _answer_msg1(self, message: bytes) -> None:
+    def _answer_msg1(self, message: bytes, now: float) -> None:
         """Read a msg1 and send its msg2 (raises :class:`HandshakeError` if it is invalid)."""
         hs = ServerHandshake(
             self.identity, prologue=self._prologue(), ciphers=accepted_ciphers(self.config.cipher)
         )
         hs.read_message1(message)
         flight = pk.encode_handshake_message(self.remote_cid, self.local_cid, b"", 2, hs.write_message2())
-        self._answers = [*self._answers[-(MAX_MSG1_ANSWERS - 1) :], _Msg1Answer(message, hs, flight)]
+        self._answers = [*self._answers[-(MAX_MSG1_ANSWERS - 1) :], _Msg1Answer(message, hs, flight, now)]
         self._out.extend((d, self.peer_address) for d in flight)
+
+    def _handshake_rtt_sample(self, sample: float) -> None:
+        """The first RTT sample, from a handshake message and its answer (docs/protocol.md 2).
+
+        Taken only when the message left once (Karn), so the answer is to that copy. It lets
+        the first data flight be paced over a round trip rather than leave in one burst.
+        """
+        rtt = self._recovery.rtt
+        if not rtt.has_sample and sample > 0:
+            rtt.update(sample, 0.0, self.config.max_ack_delay)
 
     def _install_keys(self, result: HandshakeResult, now: float) -> None:
         send, recv = (
@@ -1324,6 +1344,10 @@ class Connection:
             return out
         if self._hs_retransmit_at is not None and now >= self._hs_retransmit_at:
             out.extend((d, self.peer_address) for d in self._hs_flight)
+            if self._msg1_unanswered():
+                if self._msg1_sends == 0:
+                    self._msg1_sent_at = now
+                self._msg1_sends += 1
             if (
                 self._msg1_unanswered()
                 and not self._msg2_progress

@@ -4,7 +4,7 @@ Theory of operation
 -------------------
 A :class:`Pacer` is a token bucket counted in bytes, the "leaky bucket"
 RFC 9002 section 7.7 suggests. It refills at the pacing rate and holds at most
-a burst of :data:`K_BURST_PACKETS` full-sized datagrams (the initial window,
+a burst of :data:`K_BURST_PACKETS` full-sized datagrams (RFC 9002's initial window,
 the burst RFC 9002 section 7.7 allows), or :data:`K_BURST_INTERVAL` worth of
 sending at the pacing rate when that is more. The send path asks
 :meth:`Pacer.next_send_time` before each paced packet: ``None`` means a
@@ -41,7 +41,7 @@ if TYPE_CHECKING:
     from seam.congestion.base import CongestionController
     from seam.recovery import RttEstimator
 
-K_BURST_PACKETS = 10  # datagrams sent back to back at most; the initial window, RFC 9002 section 7.7
+K_BURST_PACKETS = 10  # datagrams sent back to back at most; RFC 9002's initial window (section 7.7)
 K_BURST_INTERVAL = 0.002  # seconds of sending at the pacing rate the bucket may hold, if more than that
 K_PACING_GAIN = 1.25  # N for window-based controllers in congestion avoidance, RFC 9002 section 7.7
 K_PACING_GAIN_SLOW_START = 2.0  # N in slow start, where the window doubles per RTT (Linux's default ratio)

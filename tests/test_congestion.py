@@ -99,12 +99,13 @@ def test_the_interface_is_abstract_and_has_rfc_defaults() -> None:
 
     with pytest.raises(TypeError, match="on_packets_lost"):  # abc says it interpreted, we compiled
         AcksOnly()  # type: ignore[abstract]
-    # RFC 9002 7.2: initial window min(10 * mds, max(14720, 2 * mds)), minimum window 2 * mds.
-    assert initial_window(1200) == 12000
-    assert initial_window(1500) == 14720
-    assert initial_window(9000) == 18000
+    # RFC 9002 7.2's formula with 32 packets, not 10 (docs/protocol.md 7.2):
+    # min(32 * mds, max(47104, 2 * mds)); minimum window 2 * mds.
+    assert initial_window(1200) == 38400
+    assert initial_window(1500) == 47104
+    assert initial_window(30000) == 60000
     for cc in (create("newreno", max_datagram_size=1500), create("cubic", max_datagram_size=1500)):
-        assert cc.congestion_window == 14720
+        assert cc.congestion_window == 47104
         assert cc.minimum_window == 3000
         assert cc.ssthresh is None
         assert cc.pacing_rate(RttEstimator()) is None
@@ -121,7 +122,7 @@ def test_slow_start_doubles_the_window_every_round_trip(name: str) -> None:
     for r in range(1, 6):
         ack_round(cc, r * 0.05, rtt)
         windows.append(cc.congestion_window)
-    assert windows == [12000 * 2**r for r in range(1, 6)]
+    assert windows == [initial_window(MDS) * 2**r for r in range(1, 6)]
 
 
 @pytest.mark.parametrize("name", ["newreno", "cubic"])
@@ -158,7 +159,7 @@ def test_window_never_drops_below_the_minimum(name: str) -> None:
 def test_an_empty_loss_report_changes_nothing(name: str) -> None:
     cc = create(name, max_datagram_size=MDS)
     cc.on_packets_lost([], 1.0, rtt_of(0.1))
-    assert (cc.congestion_window, cc.ssthresh) == (12000, None)
+    assert (cc.congestion_window, cc.ssthresh) == (initial_window(MDS), None)
 
 
 @pytest.mark.parametrize("name", ["newreno", "cubic"])
@@ -187,6 +188,7 @@ def test_newreno_halves_on_loss() -> None:
 
 def test_newreno_congestion_avoidance_adds_one_datagram_per_round_trip() -> None:
     cc = NewReno(max_datagram_size=MDS)
+    cc.congestion_window = 12000
     rtt = rtt_of(0.1)
     cc.on_packets_lost([pkt(0.5)], 1.0, rtt)  # 12000 -> 6000, now in congestion avoidance
     windows = []

@@ -45,6 +45,43 @@ def test_handshake_completes_and_both_sides_agree() -> None:
     assert pair.now == pytest.approx(0.05, abs=0.001)
 
 
+def test_the_handshake_gives_both_ends_a_first_rtt_sample() -> None:
+    """msg1 -> msg2 (client) and msg2 -> msg3 (server): the first flight is paced by it."""
+    pair = Pair(network=LossyNetwork(delay=0.05))
+    pair.handshake()
+    assert pair.server is not None
+    for conn in (pair.client, pair.server):
+        rtt = conn._recovery.rtt
+        assert rtt.has_sample
+        assert rtt.smoothed_rtt == pytest.approx(0.1, abs=0.01)
+
+
+def test_a_handshake_message_sent_twice_gives_no_rtt_sample() -> None:
+    """Karn: msg2 is lost, msg1 and then msg2 go again, and neither end knows which copy was answered."""
+    pair = Pair(network=LossyNetwork(delay=0.05))
+    msg2s: list[float] = []
+    retries = 0
+
+    def drop_the_first_msg2(towards: str, datagram: bytes) -> bytes | None:
+        nonlocal retries
+        if towards == "client" and datagram[0] == pk.PacketType.HANDSHAKE:
+            msg2s.append(pair.now)
+            if msg2s[0] == pair.now:
+                return None  # every fragment of the first msg2
+        if towards == "client" and datagram[0] == pk.PacketType.RETRY:
+            retries += 1
+            if retries > 1:
+                return None  # the answer to the HELLO that goes with a repeated msg1: no fresh start
+        return datagram
+
+    pair.tap = drop_the_first_msg2
+    pair.handshake()
+    assert pair.server is not None
+    assert len({*msg2s}) >= 2
+    assert not pair.client._recovery.rtt.has_sample
+    assert not pair.server._recovery.rtt.has_sample
+
+
 def test_handshake_messages_fit_1280_byte_datagrams() -> None:
     pair = Pair()
     sizes: list[int] = []
@@ -442,6 +479,7 @@ def test_spoofed_old_packet_from_new_address_does_not_move_the_peer() -> None:
     captured: list[bytes] = []
     pair.tap = lambda towards, d: (captured.append(d) or d) if towards == "server" else d  # type: ignore[func-returns-value]
     transfer(pair, {0: b"a" * 20_000})
+    assert pair.run(lambda: not pair._queue, max_time=1.0)  # the server has seen every packet
     # An attacker replays a real (already seen) packet from elsewhere: refused as a replay.
     pair.server.receive_datagram(captured[-1], ("127.0.0.1", 6666), pair.now)
     assert pair.server.peer_address == CLIENT_ADDRESS

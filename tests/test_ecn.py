@@ -9,6 +9,7 @@ import pytest
 from seam import packet as pk
 from seam.config import SeamConfig
 from seam.congestion import create
+from seam.congestion.base import initial_window
 from seam.ecn import TESTING_PACKETS, Codepoint, EcnState, EcnValidator
 from seam.recovery import LossRecovery, SentPacket
 from seam.testing import LossyNetwork, Pair, transfer
@@ -103,7 +104,7 @@ def test_ce_is_one_congestion_event_per_recovery_period(name: str) -> None:
     acked, lost = rec.on_ack_received([(0, 4)], 0.0, 0.1, counts(ect0=4, ce=1))
     assert len(acked) == 5 and not lost
     grown = before + 5 * MDS  # slow start's growth for the five packets, before the CE cut
-    assert cc.congestion_window <= 0.7 * grown and cc.ssthresh == cc.congestion_window
+    assert cc.congestion_window <= round(0.7 * grown) and cc.ssthresh == cc.congestion_window
     assert rec.ecn.state is EcnState.CAPABLE and rec.ecn.ce_marks == 1
     assert rec.delivered_ce == MDS  # one CE mark among five equal packets
     cut = cc.congestion_window
@@ -129,8 +130,10 @@ def test_counts_flow_end_to_end_and_validate_on_a_clean_path() -> None:
     client, server = pair.client.stats(), pair.server.stats()
     assert client.ecn_state == "capable" and pair.client.ecn_codepoint == Codepoint.ECT0
     assert server.ecn_state == "capable"  # the server's ACK-bearing packets validated too
-    # the client's data packets, counted as they came
-    assert server.ecn_ect0_received >= len(data) // client.datagram_size
+    # the client's data packets, counted as they came, but those of the first flight past the
+    # TESTING_PACKETS marked ones, which leave unmarked until the marks are validated
+    first_flight = initial_window(1200) // 1200
+    assert server.ecn_ect0_received >= len(data) // client.datagram_size - (first_flight - TESTING_PACKETS)
     assert client.ecn_ce_marks == 0 and server.ecn_ce_received == 0
 
 

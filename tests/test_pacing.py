@@ -123,11 +123,12 @@ def test_window_pacing_gain_is_higher_in_slow_start() -> None:
     assert window_pacing_rate(12000, 0.0, slow_start=False) is None
     rtt = RttEstimator(0.1)
     reno = create("newreno")
+    window = reno.congestion_window
     assert reno.in_slow_start
-    assert pacing_rate_for(reno, rtt) == pytest.approx(2 * 12000 / 0.1)
+    assert pacing_rate_for(reno, rtt) == pytest.approx(2 * window / 0.1)
     reno.ssthresh = reno.congestion_window
     assert not reno.in_slow_start
-    assert pacing_rate_for(reno, rtt) == pytest.approx(1.25 * 12000 / 0.1)
+    assert pacing_rate_for(reno, rtt) == pytest.approx(1.25 * window / 0.1)
     bbr = create("bbr")
     assert pacing_rate_for(bbr, rtt) == bbr.pacing_rate(rtt)  # a rate-based controller's own rate
 

@@ -14,11 +14,15 @@ if TYPE_CHECKING:
 
 K_MINIMUM_WINDOW_PACKETS = 2  # RFC 9002 section 7.2
 K_LOSS_REDUCTION_FACTOR = 0.5  # RFC 9002 section 7.2
+# Chromium's and quic-go's initial window, not RFC 9002's 10 packets (docs/protocol.md 7.3):
+# Seam paces from the first packet, at a rate set by the handshake's RTT sample.
+K_INITIAL_WINDOW_PACKETS = 32
+K_INITIAL_WINDOW_CAP = 32 * 1472  # bytes: RFC 9002's byte cap scaled alike (14720 is 10 x 1472)
 
 
 def initial_window(max_datagram_size: int) -> int:
-    """RFC 9002 section 7.2: min(10 * mds, max(14720, 2 * mds))."""
-    return min(10 * max_datagram_size, max(14720, 2 * max_datagram_size))
+    """RFC 9002 section 7.2's formula with 32 packets: min(32 * mds, max(47104, 2 * mds))."""
+    return min(K_INITIAL_WINDOW_PACKETS * max_datagram_size, max(K_INITIAL_WINDOW_CAP, 2 * max_datagram_size))
 
 
 _ABSTRACT_METHODS = ("on_packets_acked", "on_packets_lost")
