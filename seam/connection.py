@@ -733,7 +733,9 @@ class Connection:
         for answer in reversed(self._answers):  # the newest msg1 is the likeliest to be the client's
             try:
                 result = answer.handshake.read_message3(message)
-                if answer.sends == 1:
+                # Sent once, and answered before the client's first msg3 retransmission could
+                # have been: a later msg3 may be a repeat, whose sample would hold that timer.
+                if answer.sends == 1 and now - answer.sent_at < HANDSHAKE_RETRANSMIT_INITIAL:
                     self._handshake_rtt_sample(now - answer.sent_at)
                 break
             except HandshakeError:

@@ -82,6 +82,26 @@ def test_a_handshake_message_sent_twice_gives_no_rtt_sample() -> None:
     assert not pair.server._recovery.rtt.has_sample
 
 
+def test_the_server_takes_no_rtt_sample_from_a_msg3_that_may_be_a_repeat() -> None:
+    """The first msg3 is lost: the one that arrives left 0.5 s later, which a sample would include."""
+    pair = Pair(network=LossyNetwork(delay=0.05))
+    msg3s: list[float] = []
+
+    def drop_the_first_msg3(towards: str, datagram: bytes) -> bytes | None:
+        if towards == "server" and datagram[0] == pk.PacketType.HANDSHAKE and pair.client._tx is not None:
+            msg3s.append(pair.now)
+            if msg3s[0] == pair.now:
+                return None  # every fragment of the first msg3
+        return datagram
+
+    pair.tap = drop_the_first_msg3
+    pair.handshake()
+    assert pair.server is not None
+    assert len({*msg3s}) >= 2
+    assert pair.client._recovery.rtt.has_sample  # msg1 -> msg2 was clean
+    assert not pair.server._recovery.rtt.has_sample
+
+
 def test_handshake_messages_fit_1280_byte_datagrams() -> None:
     pair = Pair()
     sizes: list[int] = []
