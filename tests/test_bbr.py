@@ -211,10 +211,10 @@ def test_bbr_is_registered_and_the_default() -> None:
 
 
 def test_initial_pacing_rate_follows_the_initial_window() -> None:
-    """Section 5.6.2: StartupPacingGain x InitialCwnd / srtt (1 ms before any RTT sample)."""
+    """Section 5.6.2: StartupPacingGain x InitialCwnd / srtt (RFC 9002's initial RTT before a sample)."""
     cc = bbr()
-    rec = LossRecovery(congestion=cc)
-    assert cc.pacing_rate(rec.rtt) == pytest.approx(STARTUP_PACING_GAIN * initial_window(MDS) / 0.001)
+    rec = LossRecovery(congestion=cc, initial_rtt=0.333)
+    assert cc.pacing_rate(rec.rtt) == pytest.approx(STARTUP_PACING_GAIN * initial_window(MDS) / 0.333)
     rec.rtt.update(0.1, 0.0, 0.025)
     assert cc.pacing_rate(rec.rtt) == pytest.approx(STARTUP_PACING_GAIN * initial_window(MDS) / 0.1)
 

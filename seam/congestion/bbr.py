@@ -105,7 +105,7 @@ RENO_ROUNDS_MAX = 63  # rounds, the Reno-coexistence bound, section 5.3.3.5.3
 MAX_PROBE_UP_ROUNDS = 30  # cap on the doubling of inflight_longterm growth, section 5.3.3.6
 SEND_QUANTUM_TIME = 0.001  # seconds of pacing per send quantum, section 5.6.3
 SEND_QUANTUM_MAX = 64 * 1024  # bytes, section 5.6.3
-NO_RTT_SRTT = 0.001  # seconds assumed for the initial pacing rate before any RTT sample, section 5.6.2
+NO_RTT_SRTT = 0.001  # seconds assumed for the initial pacing rate if srtt is 0, section 5.6.2
 # ECN, from Linux tcp_bbr.c (BBRv3, google/bbr branch v3); the draft does not specify it (section 3.7)
 ECN_ALPHA_GAIN = 1 / 16  # EWMA gain of ecn_alpha per round (bbr_ecn_alpha_gain)
 ECN_ALPHA_INIT = 1.0  # ecn_alpha before any round is measured: respond fully at first (bbr_ecn_alpha_init)
@@ -296,9 +296,11 @@ class BBR(CongestionController):
     def pacing_rate(self, rtt: RttEstimator) -> float | None:
         if self._pacing_rate > 0:
             return self._pacing_rate
-        # BBRInitPacingRate (section 5.6.2), until the first rate sample. A zero RTT sample (an ACK
-        # in the same instant as the send, only ever forged) counts as no sample.
-        srtt = rtt.smoothed_rtt if rtt.has_sample and rtt.smoothed_rtt > 0 else NO_RTT_SRTT
+        # BBRInitPacingRate (section 5.6.2), until the first rate sample. Before any RTT sample
+        # srtt is RFC 9002's initial RTT, not the draft's 1 ms: Seam samples the handshake, so no
+        # sample means a repeated handshake message or a long path, where the 32-datagram initial
+        # window should not leave in one burst. A zero sample (only ever forged) gives 1 ms.
+        srtt = rtt.smoothed_rtt if rtt.smoothed_rtt > 0 else NO_RTT_SRTT
         return STARTUP_PACING_GAIN * self.initial_cwnd / srtt
 
     @property
