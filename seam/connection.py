@@ -1350,13 +1350,9 @@ class Connection:
                 if self._msg1_sends == 0:
                     self._msg1_sent_at = now
                 self._msg1_sends += 1
-            if (
-                self._msg1_unanswered()
-                and not self._msg2_progress
-                and self._hs_backoff >= 2 * HANDSHAKE_RETRANSMIT_INITIAL
-            ):
-                # msg1 unanswered twice: perhaps our cookie was damaged. Ask for a fresh one.
-                out.append((pk.encode_hello(self.remote_cid, self.local_cid), self.peer_address))
+                if not self._msg2_progress and self._hs_backoff >= 2 * HANDSHAKE_RETRANSMIT_INITIAL:
+                    # msg1 unanswered twice: perhaps our cookie was damaged. Ask for a fresh one.
+                    out.append((pk.encode_hello(self.remote_cid, self.local_cid), self.peer_address))
             self._msg2_progress = False
             self._hs_retransmit_at = now + self._hs_backoff
             self._hs_backoff = min(self._hs_backoff * 2, HANDSHAKE_RETRANSMIT_MAX)

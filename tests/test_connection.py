@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Callable
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -56,18 +57,30 @@ def test_the_handshake_gives_both_ends_a_first_rtt_sample() -> None:
         assert rtt.smoothed_rtt == pytest.approx(0.1, abs=0.01)
 
 
+def _first_handshake_flight(pair: Pair, towards: str, sent: list[float]) -> Callable[[str, bytes], bool]:
+    """True for every HANDSHAKE datagram towards ``towards`` of the first instant one left (one
+    message's fragments); records each one's time in ``sent``."""
+
+    def is_first_flight(direction: str, datagram: bytes) -> bool:
+        if direction != towards or datagram[0] != pk.PacketType.HANDSHAKE:
+            return False
+        sent.append(pair.now)
+        return sent[0] == pair.now
+
+    return is_first_flight
+
+
 def test_a_handshake_message_sent_twice_gives_no_rtt_sample() -> None:
     """Karn: msg2 is lost, msg1 and then msg2 go again, and neither end knows which copy was answered."""
     pair = Pair(network=LossyNetwork(delay=0.05))
     msg2s: list[float] = []
+    first_msg2 = _first_handshake_flight(pair, "client", msg2s)
     retries = 0
 
     def drop_the_first_msg2(towards: str, datagram: bytes) -> bytes | None:
         nonlocal retries
-        if towards == "client" and datagram[0] == pk.PacketType.HANDSHAKE:
-            msg2s.append(pair.now)
-            if msg2s[0] == pair.now:
-                return None  # every fragment of the first msg2
+        if first_msg2(towards, datagram):
+            return None  # every fragment of the first msg2
         if towards == "client" and datagram[0] == pk.PacketType.RETRY:
             retries += 1
             if retries > 1:
@@ -86,12 +99,11 @@ def test_the_server_takes_no_rtt_sample_from_a_msg3_that_may_be_a_repeat() -> No
     """The first msg3 is lost: the one that arrives left 0.5 s later, which a sample would include."""
     pair = Pair(network=LossyNetwork(delay=0.05))
     msg3s: list[float] = []
+    first_msg3 = _first_handshake_flight(pair, "server", msg3s)
 
     def drop_the_first_msg3(towards: str, datagram: bytes) -> bytes | None:
-        if towards == "server" and datagram[0] == pk.PacketType.HANDSHAKE and pair.client._tx is not None:
-            msg3s.append(pair.now)
-            if msg3s[0] == pair.now:
-                return None  # every fragment of the first msg3
+        if pair.client._tx is not None and first_msg3(towards, datagram):
+            return None  # every fragment of the first msg3 (msg1 went before the keys)
         return datagram
 
     pair.tap = drop_the_first_msg3

@@ -17,7 +17,7 @@ K_LOSS_REDUCTION_FACTOR = 0.5  # RFC 9002 section 7.2
 # Chromium's and quic-go's initial window, not RFC 9002's 10 packets (docs/protocol.md 7.3):
 # Seam paces from the first packet, at a rate set by the handshake's RTT sample.
 K_INITIAL_WINDOW_PACKETS = 32
-K_INITIAL_WINDOW_CAP = 32 * 1472  # bytes: RFC 9002's byte cap scaled alike (14720 is 10 x 1472)
+K_INITIAL_WINDOW_CAP = K_INITIAL_WINDOW_PACKETS * 1472  # bytes: RFC 9002's 14720 (10 x 1472) scaled
 
 
 def initial_window(max_datagram_size: int) -> int:
